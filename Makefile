@@ -1,0 +1,33 @@
+# The two commands a new user needs (README): `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint typecheck pytest clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+## demo: build the demo PM database, start the sandbox, run a few cycles, print what was ordered and why
+demo: $(STAMP)
+	$(BIN)/python -m propready.demo.run
+
+## test: lint, type-check and run the whole suite (SQLite and PostgreSQL on 127.0.0.1:5432)
+test: lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check daemon tests migrations
+	$(BIN)/ruff format --check daemon tests migrations
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache dist build

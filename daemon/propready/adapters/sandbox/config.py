@@ -1,0 +1,43 @@
+"""How a sandbox behaves: which keys exist, which entities they bill, and the vendor's tunables.
+
+The vendor documents several of these only loosely (the rate limit differs between pages, duplicate
+protection has no documented default), so each uncertain behaviour is a field here instead of a
+constant buried in the server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from propready.adapters.catalog_file import load_catalog
+from propready.core.catalog import Catalog
+
+DEFAULT_API_KEY = "sandbox-key"
+DEFAULT_BILLING_ENTITIES = frozenset({"investment_entity_1", "investment_entity_2"})
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    api_keys: Mapping[str, frozenset[str]]  # api_key -> billing entity slugs linked to it
+    catalog: Catalog
+    rate_limit: int = 50  # requests per window per api key; 0 = unlimited
+    rate_window_seconds: float = 60.0  # fixed window
+    duplicate_threshold_hours: float = 0.0  # 0 = off
+    duplicate_message: str = "duplicate"
+    allow_dash_in_metadata_keys: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rate_limit < 0:
+            raise ValueError("rate_limit must be 0 (unlimited) or positive")
+        if self.rate_window_seconds <= 0:
+            raise ValueError("rate_window_seconds must be positive")
+        if self.duplicate_threshold_hours < 0:
+            raise ValueError("duplicate_threshold_hours must be 0 (off) or positive")
+        if not self.duplicate_message:
+            raise ValueError("duplicate_message must not be empty")
+
+    @classmethod
+    def default(cls) -> SandboxConfig:
+        """One key, `sandbox-key`, billing the two demo entities, with the bundled catalog."""
+        return cls(api_keys={DEFAULT_API_KEY: DEFAULT_BILLING_ENTITIES}, catalog=load_catalog())

@@ -1,0 +1,189 @@
+"""The sandbox on a real socket: a threaded HTTP server around `SandboxApp`.
+
+Only transport lives here: reading the body, writing JSON, one log line per request. The stdlib
+server is enough for a test double and adds no dependency to the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import socketserver
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+
+from propready.adapters.sandbox.app import Reply, SandboxApp
+from propready.adapters.sandbox.config import SandboxConfig
+
+logger = structlog.get_logger()
+
+# Far above any real order; a bigger body is refused without reading it into memory.
+MAX_BODY_BYTES = 1 << 20
+_CRASH = Reply(500, {"code": 500, "status": "application-crash"})
+
+
+class SandboxServer:
+    """A PlanOmatic V3 Order API look-alike listening on `url` until `stop()`."""
+
+    def __init__(
+        self,
+        config: SandboxConfig,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._app = SandboxApp(config, clock)
+        # Bound here, not in start(), so `url` is known (port 0 included) before serving.
+        self._httpd = _SandboxHTTPServer((host, port), self._app)
+        self._host = host
+        self._thread: threading.Thread | None = None
+        self._serving = False
+        self._stopped = False
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self._httpd.server_port}"
+
+    def start(self) -> SandboxServer:
+        """Serve from a daemon thread and return at once."""
+        if self._thread is not None or self._stopped:
+            raise RuntimeError("a sandbox server can be started once")
+        # Marked before the thread runs so a stop() right after start() still shuts it down.
+        self._serving = True
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name="propready-sandbox", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread; another thread must call `stop()`."""
+        self._serving = True
+        self._httpd.serve_forever()
+
+    def stop(self) -> None:
+        """Stop serving and release the port; safe to call twice or before start()."""
+        if self._stopped:
+            return
+        self._stopped = True
+        # shutdown() waits for a serve loop to finish, so it would hang if none ever ran.
+        if self._serving:
+            self._httpd.shutdown()
+        if self._thread is not None:
+            self._thread.join()
+        self._httpd.server_close()
+
+    def __enter__(self) -> SandboxServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def orders(self) -> list[dict[str, Any]]:
+        """Copies of every stored order, oldest first: the vendor's ledger, for assertions."""
+        return self._app.ledger.snapshot()
+
+    def requests_seen(self) -> int:
+        """Requests received so far, rejected ones included."""
+        return self._app.requests_seen()
+
+    def advance_status(self, order_id: int, status: str) -> None:
+        """Set an order's status as the vendor's back office would (KeyError if unknown)."""
+        self._app.ledger.advance_status(order_id, status)
+
+
+class _SandboxHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True  # a client holding a keep-alive connection must not block exit
+
+    def __init__(self, address: tuple[str, int], app: SandboxApp) -> None:
+        self.app = app
+        super().__init__(address, _SandboxRequestHandler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind looks up the host's FQDN, which can stall for seconds where
+        # reverse DNS is missing; the sandbox never uses that name.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.socket.getsockname()[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Default prints a traceback to stderr; keep the process's output structured instead.
+        logger.warning("sandbox.connection_error", exc_info=True)
+
+
+class _SandboxRequestHandler(BaseHTTPRequestHandler):
+    server: _SandboxHTTPServer
+    protocol_version = "HTTP/1.1"  # keep-alive, as a real client pool expects
+    server_version = "propready-sandbox"
+    sys_version = ""
+    timeout = 30  # an idle keep-alive connection must not pin a handler thread forever
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    # Every other method gets the vendor's JSON 405 instead of the stdlib's HTML 501.
+    do_GET = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = do_POST
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silenced: `_serve` writes one structured line per request instead."""
+
+    def _serve(self) -> None:
+        started = time.perf_counter()
+        raw_body = self._read_body()
+        try:
+            reply = self.server.app.respond(self.command, self.path, raw_body)
+        except Exception:  # the vendor answers an unexpected failure with 500, so does its twin
+            logger.exception("sandbox.crash", method=self.command)
+            reply = _CRASH
+        # Logged before the reply is written, so whoever holds the answer also finds the line.
+        logger.info(
+            "sandbox.request",
+            method=self.command,
+            # The path only: a query string is client-controlled and could carry a secret.
+            path=urlsplit(self.path).path,
+            status=reply.status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        self._send(reply)
+
+    def _read_body(self) -> bytes | None:
+        """The request body, or None when it cannot be read safely (then the connection closes)."""
+        if self.headers.get("Transfer-Encoding"):
+            # Chunked uploads are not worth supporting here; closing keeps the stream in sync.
+            self.close_connection = True
+            return None
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY_BYTES:
+            self.close_connection = True
+            return None
+        return self.rfile.read(length)
+
+    def _send(self, reply: Reply) -> None:
+        payload = json.dumps(reply.body).encode()
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)

@@ -1,0 +1,139 @@
+"""The state database schema as SQLAlchemy Core tables: what the code expects.
+
+`migrations/` must produce exactly this schema on SQLite and PostgreSQL; a test compares them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite (which keeps no zone) too."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the state database; pass aware UTC times")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        parsed: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+        if parsed.tzinfo is None:  # SQLite keeps no zone; everything stored is UTC
+            return parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+
+
+# JSONB on PostgreSQL (indexable, compact), JSON text on SQLite.
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# BIGINT keys on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+PROPERTY_ID = sa.String(255)  # PlanOmatic's limit for external_property_id
+
+property_state = sa.Table(
+    "property_state",
+    metadata,
+    sa.Column("external_property_id", PROPERTY_ID, primary_key=True),
+    sa.Column("row_hash", sa.String(64), nullable=False),
+    sa.Column("facts", Json, nullable=False),
+    sa.Column("first_seen_at", UtcDateTime, nullable=False),
+    sa.Column("last_seen_at", UtcDateTime, nullable=False),
+    sa.Column("last_changed_at", UtcDateTime, nullable=False),
+)
+
+trigger_state = sa.Table(
+    "trigger_state",
+    metadata,
+    sa.Column("external_property_id", PROPERTY_ID, primary_key=True),
+    sa.Column("trigger_name", sa.String(100), primary_key=True),
+    sa.Column("is_true", sa.Boolean(), nullable=False),
+    sa.Column("edge_count", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("changed_at", UtcDateTime, nullable=False),
+)
+
+readiness_event = sa.Table(
+    "readiness_event",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("external_property_id", PROPERTY_ID, nullable=False),
+    sa.Column("trigger_name", sa.String(100), nullable=False),
+    # The n-th rising edge of this trigger for this property: a repeated or overlapping poll
+    # computes the same n, so the unique key stores each edge once.
+    sa.Column("edge_seq", sa.Integer(), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),  # rising_edge | first_sight | backfill
+    sa.Column("fired_at", UtcDateTime, nullable=False),
+    sa.Column("facts", Json, nullable=False),
+    sa.Column("decided_at", UtcDateTime, nullable=True),
+    sa.UniqueConstraint("external_property_id", "trigger_name", "edge_seq"),
+)
+
+orders = sa.Table(
+    "orders",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("external_order_id", sa.String(255), nullable=False, unique=True),
+    sa.Column("external_property_id", PROPERTY_ID, nullable=False),
+    sa.Column("event_id", BigId, sa.ForeignKey("readiness_event.id"), nullable=True),
+    sa.Column("rule_id", sa.String(100), nullable=True),
+    sa.Column("rules_version", sa.String(64), nullable=True),
+    sa.Column("billing_entity_slug", sa.String(255), nullable=False),
+    sa.Column("state", sa.String(32), nullable=False),
+    sa.Column("vendor_status", sa.String(64), nullable=True),
+    sa.Column("vendor_order_id", sa.String(64), nullable=True),
+    sa.Column("vendor_request_id", sa.String(64), nullable=True),
+    # The create request body without the api_key. It holds the access code because the outbox
+    # must be able to (re)send after a crash; it never goes to logs, the audit log or the CLI.
+    sa.Column("payload", Json, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("window_end", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=True),
+    sa.Column("lease_owner", sa.String(255), nullable=True),
+    sa.Column("lease_until", UtcDateTime, nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Index(None, "external_property_id", "window_end"),
+    sa.Index(None, "state", "next_attempt_at"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("external_property_id", PROPERTY_ID, nullable=True),
+    sa.Column("trigger_name", sa.String(100), nullable=True),
+    sa.Column("rule_id", sa.String(100), nullable=True),
+    sa.Column("rules_version", sa.String(64), nullable=True),
+    sa.Column("event_id", BigId, nullable=True),
+    sa.Column("order_id", BigId, nullable=True),
+    sa.Column("external_order_id", sa.String(255), nullable=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("detail", Json, nullable=False),
+    sa.Index(None, "external_property_id", "id"),
+    sa.Index(None, "kind", "at"),
+    sa.Index(None, "at"),
+)

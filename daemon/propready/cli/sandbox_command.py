@@ -1,0 +1,148 @@
+"""`propready sandbox`: serve the PlanOmatic V3 Order API look-alike until told to stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+import click
+import structlog
+
+from propready.adapters.catalog_file import load_catalog
+from propready.adapters.sandbox import SandboxConfig, SandboxServer
+from propready.adapters.sandbox.config import DEFAULT_API_KEY, DEFAULT_BILLING_ENTITIES
+
+logger = structlog.get_logger()
+
+
+@click.command("sandbox")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8765,
+    show_default=True,
+    help="Port to listen on; 0 picks a free one (see --url-file).",
+)
+@click.option(
+    "--api-key",
+    "api_keys",
+    metavar="KEY",
+    multiple=True,
+    default=(DEFAULT_API_KEY,),
+    show_default=True,
+    help="An api_key the sandbox accepts; repeat for several.",
+)
+@click.option(
+    "--billing-entity",
+    "billing_entities",
+    metavar="SLUG",
+    multiple=True,
+    default=tuple(sorted(DEFAULT_BILLING_ENTITIES)),
+    show_default=True,
+    help="A billing_entity_slug linked to every key; repeat for several.",
+)
+@click.option(
+    "--rate-limit",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Requests per window per api key before HTTP 429; 0 means unlimited.",
+)
+@click.option(
+    "--rate-window",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Length of the fixed rate-limit window.",
+)
+@click.option(
+    "--duplicate-hours",
+    metavar="H",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Reject a second live order for the same external_property_id within H hours; 0 = off.",
+)
+@click.option(
+    "--duplicate-message",
+    metavar="WORD",
+    default="duplicate",
+    show_default=True,
+    help="The error keyword for a duplicate (the vendor's real one is not public).",
+)
+@click.option(
+    "--allow-dash-in-metadata-keys",
+    is_flag=True,
+    help="Also accept '-' in metadata keys (the vendor's pages disagree).",
+)
+@click.option(
+    "--url-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="After binding, write the base URL here, so scripts using --port 0 learn the port.",
+)
+def sandbox_command(
+    host: str,
+    port: int,
+    api_keys: tuple[str, ...],
+    billing_entities: tuple[str, ...],
+    rate_limit: int,
+    rate_window: float,
+    duplicate_hours: float,
+    duplicate_message: str,
+    allow_dash_in_metadata_keys: bool,
+    url_file: Path | None,
+) -> None:
+    """Serve a local look-alike of the PlanOmatic V3 Order API until SIGTERM or Ctrl-C.
+
+    It answers POST /api/v3/orders/create, /retrieve and /cancel like the vendor: the same
+    validation errors, rate limit and optional duplicate protection, with orders kept in memory.
+    Point propready's [planomatic] base_url at it for trials.
+
+    Example: propready sandbox --port 8765 --duplicate-hours 24
+    """
+    entities = frozenset(billing_entities)
+    config = SandboxConfig(
+        api_keys=dict.fromkeys(api_keys, entities),
+        catalog=load_catalog(),
+        rate_limit=rate_limit,
+        rate_window_seconds=rate_window,
+        duplicate_threshold_hours=duplicate_hours,
+        duplicate_message=duplicate_message,
+        allow_dash_in_metadata_keys=allow_dash_in_metadata_keys,
+    )
+    server = SandboxServer(config, host=host, port=port)
+    _serve_until_signalled(server, url_file)
+
+
+def _serve_until_signalled(server: SandboxServer, url_file: Path | None) -> None:
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop_requested.set()
+
+    # Handlers go in before the URL is announced, so a signal sent the moment a script learns
+    # the URL already leads to a clean stop.
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.start()
+        if url_file is not None:
+            _write_atomically(url_file, server.url)
+        click.echo(f"sandbox listening on {server.url}")
+        stop_requested.wait()
+        logger.info("sandbox.stopping", requests_seen=server.requests_seen())
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # A script polling for the file must never read it half-written.
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
