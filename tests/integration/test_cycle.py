@@ -15,7 +15,7 @@ from propready.adapters.sandbox import SandboxConfig, SandboxServer
 from propready.adapters.store import audit, outbox
 from propready.adapters.store.schema import audit_log, orders
 from propready.core.orders import OrderState
-from propready.service import recover, run_cycle, CycleSummary
+from propready.service import CycleSummary, recover, run_cycle
 from tests.integration.cycle_support import (
     SECRET_CODE,
     Clock,
@@ -62,8 +62,10 @@ def test_first_sight_does_not_order(state_url: str, pm: PmDatabase, sandbox: San
     clock = Clock()
     with wired(make_settings(state_url, pm.url, sandbox.url)) as parts:
         summary = run_cycle(parts, clock)
-        assert summary.rows == 4 and summary.new_properties == 4
-        assert summary.events == 0 and sandbox.orders == []
+        assert summary.rows == 4
+        assert summary.new_properties == 4
+        assert summary.events == 0
+        assert sandbox.orders == []
         assert _orders(parts.state) == []
 
 
@@ -73,7 +75,8 @@ def test_first_sight_fire_orders_homes_already_ready(
     """With first_sight = fire, a home already ready on the first poll is ordered."""
     with wired(make_settings(state_url, pm.url, sandbox.url, first_sight="fire")) as parts:
         summary = run_cycle(parts, Clock())
-    assert summary.events == 1 and summary.placed == 1
+    assert summary.events == 1
+    assert summary.placed == 1
     assert [o["external_property_id"] for o in sandbox.orders] == ["H2"]
 
 
@@ -187,12 +190,13 @@ def test_vendor_rejection_is_final_and_names_the_fields(
         run_cycle(parts, clock)
         pm.set("H1", status="Vacant Unrented Ready")
         # A key the sandbox does not know: the vendor rejects it with api_key/unauthorized.
-        parts.client._api_key = "not-a-key"  # noqa: SLF001 - the client under test has no setter
+        parts.client._api_key = "not-a-key"
         summary = run_cycle(parts, clock)
         (order,) = _orders(parts.state)
         with parts.state.connect() as connection:
             (rejected,) = audit.query_events(connection, kinds=["order_rejected"])
-    assert summary.rejected == 1 and order["state"] == OrderState.REJECTED
+    assert summary.rejected == 1
+    assert order["state"] == OrderState.REJECTED
     assert {"attr": "api_key", "message": "unauthorized"} in rejected["detail"]["errors"]
 
 
@@ -205,7 +209,8 @@ def test_unreachable_vendor_schedules_a_retry(state_url: str, pm: PmDatabase) ->
         summary = run_cycle(parts, clock)
         (order,) = _orders(parts.state)
     assert summary.retried == 1
-    assert order["state"] == OrderState.PLANNED and order["attempts"] == 1
+    assert order["state"] == OrderState.PLANNED
+    assert order["attempts"] == 1
     assert order["next_attempt_at"] > clock.now
 
 
@@ -259,7 +264,8 @@ def test_recovery_marks_an_expired_sending_lease_unknown(
         summary = CycleSummary()
         recover(parts, clock.now, summary)
         (order,) = _orders(parts.state)
-    assert summary.recovered == 1 and order["state"] == OrderState.UNKNOWN
+    assert summary.recovered == 1
+    assert order["state"] == OrderState.UNKNOWN
     assert sandbox.requests_seen() == 0
 
 
@@ -273,7 +279,8 @@ def test_dirty_rows_are_quarantined_and_the_cycle_goes_on(
         summary = run_cycle(parts, clock)
         with parts.state.connect() as connection:
             events = audit.query_events(connection, kinds=["source_row_quarantined"])
-    assert summary.quarantined == 2 and summary.new_properties == 4
+    assert summary.quarantined == 2
+    assert summary.new_properties == 4
     assert {e["detail"]["column"] for e in events} == {
         "external_property_id",
         "construction_final_date",
@@ -293,7 +300,8 @@ def test_no_audit_row_contains_the_access_code_or_api_key(
                 for r in connection.execute(sa.select(audit_log)).mappings()
             ]
     assert sandbox.orders[0]["property_access"]["access_code"] == SECRET_CODE
-    assert details and not any(SECRET_CODE in d or "sandbox-key" in d for d in details)
+    assert details
+    assert not any(SECRET_CODE in d or "sandbox-key" in d for d in details)
 
 
 def test_postgresql_as_the_property_database(

@@ -286,7 +286,7 @@ def test_blank_text_is_empty_and_long_text_is_too_long(sandbox: Sandbox) -> None
 @pytest.mark.parametrize(
     ("state", "accepted"),
     [("CO", True), ("DC", True), ("WY", True), ("co", False), ("ZZ", False), ("PR", False),
-     ("Colorado", False), (8, False)],
+     ("Colorado", False), (8, False), (["CO"], False)],
 )  # fmt: skip
 def test_state_must_be_a_capitalised_us_state(sandbox: Sandbox, state: Any, accepted: bool) -> None:
     """The 50 states and DC, in capitals, are accepted; anything else is `unrecognized`."""
@@ -363,10 +363,11 @@ def test_catalog_required_fields_are_enforced_per_service(sandbox: Sandbox) -> N
         ("rently", []),
         ("no_access_needed", []),
         ("front_door", [("method_of_access", "unrecognized")]),
+        ({"kind": "keypad"}, [("method_of_access", "unrecognized")]),
     ],
 )
 def test_access_details_required_by_method(
-    sandbox: Sandbox, method: str, expected: list[tuple[str, str]]
+    sandbox: Sandbox, method: Any, expected: list[tuple[str, str]]
 ) -> None:
     """Lockboxes need a code and a location, keypads a code; other methods need neither."""
     access = {
@@ -572,7 +573,7 @@ def test_cancel_reports_every_malformed_field(sandbox: Sandbox) -> None:
         ("cancelation_reason", "missing"),
         ("notes", "missing"),
     ]
-    bad = {"api_key": KEY, "order_id": 100001, "cancelation_reason": "changed_mind"}
+    bad = {"api_key": KEY, "order_id": 100001, "cancelation_reason": ["changed_mind"]}
     assert errors_of(sandbox.post(CANCEL, {**bad, "notes": ""})) == [
         ("cancelation_reason", "unrecognized"),
         ("notes", "empty"),

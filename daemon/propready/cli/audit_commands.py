@@ -33,7 +33,9 @@ def _aware(value: datetime | None) -> datetime | None:
 @click.option("--property", "property_id", help="Only this external_property_id.")
 @click.option("--kind", "kinds", multiple=True, help="Only these event kinds (repeatable).")
 @click.option("--rule", "rule_id", help="Only this rule id.")
-@click.option("--since", type=click.DateTime(), help="From this time (UTC unless it has an offset).")
+@click.option(
+    "--since", type=click.DateTime(), help="From this time (UTC unless it has an offset)."
+)
 @click.option("--until", type=click.DateTime(), help="Before this time.")
 @click.option("--limit", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)

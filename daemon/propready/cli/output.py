@@ -29,10 +29,14 @@ def _cell(value: Any) -> str:
     return str(_plain(value))
 
 
-def emit(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: str, title: str = "") -> None:
+def emit(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: str, title: str = ""
+) -> None:
     if fmt == "json":
         for row in rows:
-            sys.stdout.write(json.dumps({c: _plain(row.get(c)) for c in columns}, default=str) + "\n")
+            sys.stdout.write(
+                json.dumps({c: _plain(row.get(c)) for c in columns}, default=str) + "\n"
+            )
         return
     if fmt == "csv":
         writer = csv.writer(sys.stdout)

@@ -36,7 +36,11 @@ def rules_group() -> None:
 
 @rules_group.command("check")
 @click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
-@click.option("--catalog", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="Extra service catalog file.")
+@click.option(
+    "--catalog",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Extra service catalog file.",
+)
 @click.pass_context
 def check_command(ctx: click.Context, path: Path | None, catalog: Path | None) -> None:
     """Validate rule files and print every problem with its file and line; exit 1 if any.

@@ -97,7 +97,9 @@ def check_command(ctx: click.Context) -> None:
         rules = load_rule_set(settings.rules.path, catalog_for(settings))
         results.append(("rules", True, f"{len(rules.rules)} rules, version {rules.version}"))
     except RuleFileError as exc:
-        results.append(("rules", False, f"{len(exc.problems)} problem(s); first: {exc.problems[0]}"))
+        results.append(
+            ("rules", False, f"{len(exc.problems)} problem(s); first: {exc.problems[0]}")
+        )
     results.append(_check_state(settings))
     results.append(_check_source(settings))
     results.append(_check_vendor(settings))
@@ -113,7 +115,11 @@ def _check_state(settings: Settings) -> tuple[str, bool, str]:
         current = migrate.current_revision(engine)
         head = migrate.head_revision()
         if current != head:
-            return ("state", False, f"schema at {current or 'nothing'}, head is {head}: run `propready db upgrade`")
+            return (
+                "state",
+                False,
+                f"schema at {current or 'nothing'}, head is {head}: run `propready db upgrade`",
+            )
         return ("state", True, f"reachable, schema at head {head}")
     except sa.exc.SQLAlchemyError as exc:
         return ("state", False, f"unreachable: {type(exc).__name__}")
@@ -143,12 +149,20 @@ def _check_vendor(settings: Settings) -> tuple[str, bool, str]:
     # is there and shows whether the key is accepted.
     body = {"api_key": settings.planomatic.api_key.get_secret_value(), "order_id": 0}
     try:
-        with httpx.Client(base_url=settings.planomatic.base_url, timeout=10, trust_env=False) as client:
+        with httpx.Client(
+            base_url=settings.planomatic.base_url, timeout=10, trust_env=False
+        ) as client:
             response = client.post(RETRIEVE_PATH, json=body)
         data = response.json()
     except (httpx.HTTPError, ValueError) as exc:
-        return ("vendor", False, f"{settings.planomatic.base_url} unreachable: {type(exc).__name__}")
-    attrs = {(e.get("attr"), e.get("message")) for e in data.get("errors", []) if isinstance(e, dict)}
+        return (
+            "vendor",
+            False,
+            f"{settings.planomatic.base_url} unreachable: {type(exc).__name__}",
+        )
+    attrs = {
+        (e.get("attr"), e.get("message")) for e in data.get("errors", []) if isinstance(e, dict)
+    }
     if ("api_key", "unauthorized") in attrs or ("api_key", "missing") in attrs:
         return ("vendor", False, "reachable, but the api key is not accepted")
     return ("vendor", True, f"{settings.planomatic.base_url} answers (HTTP {response.status_code})")

@@ -73,16 +73,19 @@ def _example_rules() -> Path:
 
 def _propready(*args: str, env: dict[str, str]) -> None:
     command = [sys.executable, "-m", "propready", "--config", env["PROPREADY_CONFIG"], *args]
-    completed = subprocess.run(command, env=env, check=False)
+    # Our own interpreter and fixed arguments: nothing untrusted reaches the command line.
+    completed = subprocess.run(command, env=env, check=False)  # noqa: S603
     if completed.returncode != 0:
-        raise SystemExit(f"demo step failed: propready {' '.join(args)} (exit {completed.returncode})")
+        raise SystemExit(
+            f"demo step failed: propready {' '.join(args)} (exit {completed.returncode})"
+        )
 
 
 def _start_sandbox(workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     url_file = workdir / "sandbox.url"
     url_file.unlink(missing_ok=True)
     log = (workdir / "sandbox.log").open("wb")
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter, fixed arguments
         [sys.executable, "-m", "propready", "sandbox", "--port", "0", "--url-file", str(url_file)],
         env=env,
         stdout=log,
@@ -104,9 +107,7 @@ def _report(workdir: Path) -> None:
     engine = create_state_engine(f"sqlite:///{workdir / 'state.db'}")
     try:
         with engine.connect() as connection:
-            placed = connection.execute(
-                sa.select(orders).order_by(orders.c.id)
-            ).mappings().all()
+            placed = connection.execute(sa.select(orders).order_by(orders.c.id)).mappings().all()
             why = {
                 row["event_id"]: row
                 for row in connection.execute(
@@ -124,10 +125,9 @@ def _report(workdir: Path) -> None:
         services = ", ".join(f"{s['slug']} x{s['quantity']}" for s in order["payload"]["services"])
         reason = matched["detail"]["reason"] if matched is not None else ""
         trigger = matched["trigger_name"] if matched is not None else "?"
-        print(
-            f"{order['external_property_id']:<10} {order['state']:<8} vendor #{order['vendor_order_id'] or '-':<7}"
-            f" {services}\n{'':<10} why: trigger {trigger!r}; {reason}"
-        )
+        vendor_id = order["vendor_order_id"] or "-"
+        print(f"{order['external_property_id']:<10} {order['state']:<8} #{vendor_id:<7} {services}")
+        print(f"{'':<10} why: trigger {trigger!r}; {reason}")
     print("\n== audit log, events by kind ==")
     for kind, count in sorted(kinds):
         print(f"{kind:<24} {count}")
@@ -135,7 +135,9 @@ def _report(workdir: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--workdir", type=Path, default=Path(".demo"), help="where the demo writes its files")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(".demo"), help="where the demo writes its files"
+    )
     parser.add_argument("--homes", type=int, default=300)
     parser.add_argument("--cycles", type=int, default=3, help="cycles after the first one")
     args = parser.parse_args(argv)
@@ -147,7 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     pm_path = workdir / "pm.db"
     create_demo_pm_database(pm_path, homes=args.homes, now=now)
     config = workdir / "propready.toml"
-    config.write_text(CONFIG_TEMPLATE.format(query=DEMO_SOURCE_QUERY.strip(), rules=_example_rules()))
+    config.write_text(
+        CONFIG_TEMPLATE.format(query=DEMO_SOURCE_QUERY.strip(), rules=_example_rules())
+    )
     env = {**os.environ, "PROPREADY_CONFIG": str(config)}
     print(f"demo PM database: {pm_path} ({args.homes} homes) {describe_demo_pm_database(pm_path)}")
 
@@ -162,7 +166,8 @@ def main(argv: list[str] | None = None) -> None:
             changes = advance_demo_pm_database(pm_path, step=step, now=now + timedelta(hours=step))
             print(f"\n-- cycle {step}: the PM database changed {len(changes)} fields --")
             for change in changes:
-                print(f"   {change.external_property_id}: {change.field} {change.old!r} -> {change.new!r}")
+                old, new = change.old, change.new
+                print(f"   {change.external_property_id}: {change.field} {old!r} -> {new!r}")
             _propready("run", "--once", env=env)
         _report(workdir)
         print(f"\nExplore: PROPREADY_CONFIG={config} .venv/bin/propready audit --format table")

@@ -103,7 +103,7 @@ def validate_cancel(
     reason = body.get("cancelation_reason")
     if reason is None:
         errors.append(_error("cancelation_reason", "missing"))
-    elif reason not in CANCELATION_REASONS:
+    elif not _is_one_of(reason, CANCELATION_REASONS):
         errors.append(_error("cancelation_reason", "unrecognized"))
     _check_text(errors, "notes", body.get("notes"), MAX_CANCEL_NOTES_LENGTH)
     return (ref if not errors else None), errors
@@ -111,6 +111,11 @@ def validate_cancel(
 
 def _error(attr: str, message: str) -> ValidationError:
     return {"attr": attr, "message": message}
+
+
+def _is_one_of(value: Any, choices: frozenset[str]) -> bool:
+    # The type check comes first: a JSON list or object is unhashable and would make `in` raise.
+    return isinstance(value, str) and value in choices
 
 
 def _check_api_key(
@@ -184,7 +189,7 @@ def _check_property(errors: list[ValidationError], value: Any) -> None:
     if location is not None:
         _check_location(errors, location)
     property_type = prop.get("property_type")
-    if property_type is not None and property_type not in PROPERTY_TYPES:
+    if property_type is not None and not _is_one_of(property_type, PROPERTY_TYPES):
         errors.append(_error("property.property_type", "unrecognized"))
     for name in NUMERIC_PROPERTY_FIELDS:
         number = prop.get(name)
@@ -198,7 +203,7 @@ def _check_location(errors: list[ValidationError], location: Mapping[str, Any]) 
     state = location.get("state")
     if state is None:
         errors.append(_error("property.location.state", "missing"))
-    elif state not in US_STATES:
+    elif not _is_one_of(state, US_STATES):
         errors.append(_error("property.location.state", "unrecognized"))
     # Only `missing` is public for the postal code; its format rules are not, so none are invented.
     _check_text(errors, "property.location.postal_code", location.get("postal_code"))
@@ -266,7 +271,7 @@ def _check_property_access(errors: list[ValidationError], value: Any) -> None:
     method = access.get("method_of_access")
     if method is None:
         errors.append(_error("property_access.method_of_access", "missing"))
-    elif method not in ACCESS_METHODS:
+    elif not _is_one_of(method, ACCESS_METHODS):
         errors.append(_error("property_access.method_of_access", "unrecognized"))
     _check_access_details(errors, access, method)
     preferred_date = access.get("preferred_date")
@@ -285,7 +290,7 @@ def _check_access_details(
         else:
             _check_optional_text(errors, attr, value, max_length)
 
-    check("access_code", required=method in METHODS_NEEDING_CODE)
+    check("access_code", required=_is_one_of(method, METHODS_NEEDING_CODE))
     check("lockbox_location", required=method == "lockbox_code")
     check("onsite_contact_name", required=True)
     check("onsite_contact_phone", required=True, max_length=None)

@@ -1,0 +1,113 @@
+"""Settings: TOML, environment overrides, systemd credentials, and one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from propready.settings import ConfigError, load_settings, settings_summary
+
+MINIMAL = """\
+[state]
+url = "sqlite:///state.db"
+
+[source]
+url = "postgresql://pm_reader:hunter2@pm-db/pm"
+query = "SELECT unit_code AS external_property_id FROM units"
+
+[planomatic]
+requests_per_minute = 50
+"""
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for name in ("CREDENTIALS_DIRECTORY", "PROPREADY_PLANOMATIC__API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    path = tmp_path / "propready.toml"
+    path.write_text(MINIMAL)
+    return path
+
+
+def test_defaults_and_relative_paths(config: Path) -> None:
+    """Unset keys take design.md's defaults; relative SQLite paths are relative to the file."""
+    settings = load_settings(config)
+    assert settings.orders.mode == "live"
+    assert settings.orders.duplicate_window_hours == 72
+    assert settings.state.url == f"sqlite:///{config.parent / 'state.db'}"
+
+
+def test_environment_overrides_the_file(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PROPREADY_<SECTION>__<KEY> wins over the TOML file."""
+    monkeypatch.setenv("PROPREADY_PLANOMATIC__REQUESTS_PER_MINUTE", "80")
+    monkeypatch.setenv("PROPREADY_ORDERS__MODE", "dry_run")
+    settings = load_settings(config)
+    assert settings.planomatic.requests_per_minute == 80
+    assert settings.orders.mode == "dry_run"
+
+
+def test_api_key_from_systemd_credentials(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A credential file named planomatic__api_key supplies the key; it never shows in repr."""
+    credentials = tmp_path / "creds"
+    credentials.mkdir()
+    (credentials / "planomatic__api_key").write_text("s3cret-key-value\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    settings = load_settings(config)
+    assert settings.planomatic.api_key.get_secret_value() == "s3cret-key-value"
+    assert "s3cret" not in repr(settings)
+    assert settings_summary(settings)["planomatic"]["api_key"] == "set"
+    assert "hunter2" not in str(settings_summary(settings))
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda t: t + "bogus = 1\n", "propready.toml:10: planomatic.bogus: unknown key"),
+        (
+            lambda t: t.replace("requests_per_minute = 50", "requests_per_minute = 0"),
+            "propready.toml:9: planomatic.requests_per_minute: Input should be greater than or equal to 1",
+        ),
+        (
+            lambda t: t + '[orders]\nmode = "sometimes"\n',
+            "propready.toml:11: orders.mode: Input should be",
+        ),
+        (
+            lambda t: t.replace("[source]", "[sauce]"),
+            "propready.toml: source: required key is missing",
+        ),
+        (lambda t: t.replace('url = "sqlite', "url = sqlite"), "propready.toml: not valid TOML"),
+        (lambda t: t + '[log]\nformat = "xml"\n', "propready.toml:11: log.format"),
+        (
+            lambda t: t + '[metrics]\nlisten = "9464"\n',
+            "propready.toml:11: metrics.listen: Value error, must be HOST:PORT",
+        ),
+    ],
+)
+def test_bad_config_names_file_line_key_and_reason(config: Path, edit, expected: str) -> None:  # type: ignore[no-untyped-def]
+    """Every kind of bad value is one line naming where and why."""
+    config.write_text(edit(MINIMAL))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert expected in message, message
+
+
+def test_bad_environment_value_names_the_variable(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bad override is blamed on the environment variable, not the file."""
+    monkeypatch.setenv("PROPREADY_ORDERS__DUPLICATE_WINDOW_HOURS", "soon")
+    with pytest.raises(
+        ConfigError, match="environment variable PROPREADY_ORDERS__DUPLICATE_WINDOW_HOURS"
+    ):
+        load_settings(config)
+
+
+def test_missing_file_says_how_to_point_at_one(tmp_path: Path) -> None:
+    """A missing config file mentions --config and PROPREADY_CONFIG."""
+    with pytest.raises(ConfigError, match="--config PATH or set PROPREADY_CONFIG"):
+        load_settings(tmp_path / "nope.toml")
