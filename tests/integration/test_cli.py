@@ -155,3 +155,42 @@ def test_check_fails_when_the_vendor_rejects_the_key(tmp_path: Path, sandbox_url
     assert result.returncode == 1
     assert "FAIL  vendor" in result.stdout
     assert "api key is not accepted" in result.stdout
+
+
+def test_daemon_runs_cycles_and_stops_on_sigterm(tmp_path: Path, sandbox_url: str) -> None:
+    """`propready run` polls on its interval, orders a home that became ready, exits 0 on SIGTERM."""
+    pm = PmDatabase(f"sqlite:///{tmp_path / 'pm.db'}")
+    pm.insert(home("H1"))
+    config = tmp_path / "propready.toml"
+    config.write_text(
+        f'[state]\nurl = "sqlite:///state.db"\n'
+        f'[source]\nurl = "sqlite:///pm.db"\nquery = "{QUERY}"\npoll_interval_seconds = 1\n'
+        f'[rules]\npath = "{REPO / "rules"}"\n'
+        f'[planomatic]\nbase_url = "{sandbox_url}"\napi_key = "sandbox-key"\n'
+        '[log]\nformat = "json"\n'
+    )
+    assert propready("--config", str(config), "db", "upgrade").returncode == 0
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "propready", "--config", str(config), "run"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2.5)  # the first cycle only remembers H1 as not ready
+        pm.set("H1", status="Vacant Unrented Ready")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            listed = propready("--config", str(config), "orders", "list", "--format", "csv")
+            if ",H1,placed," in listed.stdout:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the daemon did not place the order")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        out, err = daemon.communicate(timeout=30)
+        pm.close()
+    assert daemon.returncode == 0, err
+    assert '"event": "stopped"' in out
+    assert '"event": "cycle"' in out

@@ -1,0 +1,34 @@
+"""The shipped deployment files: the systemd unit stays hardened, the example config loads."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from propready.settings import load_settings
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_unit_exposure_is_at_most_2() -> None:
+    """`systemd-analyze security --offline=yes` scores the unit at 2.0 or better."""
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(DEPLOY / "propready.service")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for propready.service: ([0-9.]+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    assert float(match.group(1)) <= 2.0
+
+
+def test_example_config_is_valid() -> None:
+    """The example config in deploy/ passes the same validation as a real one."""
+    settings = load_settings(DEPLOY / "propready.example.toml")
+    assert settings.orders.duplicate_window_hours == 72
