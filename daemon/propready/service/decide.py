@@ -1,0 +1,166 @@
+"""Decide: a readiness event, the rules' decision, the duplicate window and the outbox row.
+
+Runs inside the poll's batch transaction, so the event, the decision, the order and their audit
+rows commit together.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from propready.adapters.store import audit, outbox, properties
+from propready.core.expressions import EvaluationScope
+from propready.core.model import Decision, Edge, PropertySnapshot
+from propready.core.orders import OrderState
+from propready.core.planning import PlanProblem, plan_order
+from propready.core.rules import decide
+from propready.service.components import Components, CycleSummary
+
+
+def handle_edge(
+    components: Components,
+    connection: sa.Connection,
+    snapshot: PropertySnapshot,
+    edge: Edge,
+    scope: EvaluationScope,
+    stored_facts: dict[str, Any],
+    now: datetime,
+    summary: CycleSummary,
+    trigger_errors: dict[str, str],
+) -> None:
+    property_id = snapshot.external_property_id
+    event_id = properties.insert_readiness_event(connection, property_id, edge, stored_facts, now)
+    if event_id is None:
+        return  # this edge was stored by an earlier, overlapping poll
+    summary.events += 1
+    rules = components.rules
+    common: dict[str, Any] = {
+        "external_property_id": property_id,
+        "trigger_name": edge.trigger_name,
+        "rules_version": rules.version,
+        "event_id": event_id,
+    }
+    audit.record(
+        connection,
+        "trigger_fired",
+        now,
+        detail={"kind": edge.kind, "edge_seq": edge.edge_seq, "facts": stored_facts},
+        **common,
+    )
+    decision = decide(rules, snapshot, edge.trigger_name, scope)
+    properties.mark_event_decided(connection, event_id, now)
+    trace = _trace(decision)
+    if not decision.orders_something:
+        summary.not_ordered += 1
+        audit.record(
+            connection,
+            "no_rule_matched",
+            now,
+            detail={"reason": decision.reason, "trace": trace},
+            **common,
+        )
+        return
+    summary.ordered += 1
+    assert decision.rule_id is not None
+    audit.record(
+        connection,
+        "rule_matched",
+        now,
+        rule_id=decision.rule_id,
+        detail={
+            "reason": decision.reason,
+            "services": [{"slug": s.slug, "quantity": s.quantity} for s in decision.services],
+            "trace": trace,
+        },
+        **common,
+    )
+    settings = components.settings
+    try:
+        plan = plan_order(
+            snapshot, edge, decision, components.catalog, settings.orders.duplicate_window_hours
+        )
+    except PlanProblem as exc:
+        summary.invalid += 1
+        audit.record(
+            connection,
+            "order_not_plannable",
+            now,
+            rule_id=decision.rule_id,
+            detail={"problems": exc.problems},
+            **common,
+        )
+        return
+    blocker = outbox.blocking_order(connection, property_id, now)
+    if blocker is not None:
+        summary.blocked += 1
+        audit.record(
+            connection,
+            "duplicate_blocked",
+            now,
+            rule_id=decision.rule_id,
+            order_id=int(blocker["id"]),
+            external_order_id=str(blocker["external_order_id"]),
+            detail={
+                "blocked_by": blocker["external_order_id"],
+                "blocking_order_created_at": blocker["created_at"].isoformat(),
+                "window_hours": plan.window_hours,
+            },
+            **common,
+        )
+        return
+    if settings.orders.mode == "dry_run":
+        audit.record(
+            connection,
+            "order_planned_dry_run",
+            now,
+            rule_id=decision.rule_id,
+            external_order_id=plan.external_order_id,
+            detail={"services": plan.payload["services"]},
+            **common,
+        )
+        return
+    state = (
+        OrderState.AWAITING_APPROVAL
+        if (settings.orders.mode == "approval" or plan.requires_approval)
+        else OrderState.PLANNED
+    )
+    order_id = outbox.insert_order(
+        connection,
+        plan,
+        event_id=event_id,
+        rule_id=decision.rule_id,
+        rules_version=rules.version,
+        state=state,
+        now=now,
+    )
+    summary.orders_created += 1
+    audit.record(
+        connection,
+        "order_created",
+        now,
+        rule_id=decision.rule_id,
+        order_id=order_id,
+        external_order_id=plan.external_order_id,
+        detail={
+            "state": state.value,
+            "billing_entity_slug": plan.billing_entity_slug,
+            "services": plan.payload["services"],
+            "window_hours": plan.window_hours,
+        },
+        **common,
+    )
+
+
+def _trace(decision: Decision) -> list[dict[str, Any]]:
+    return [
+        {
+            "rule_id": t.rule_id,
+            "condition": t.expression,
+            "result": t.result,
+            **({"error": t.error} if t.error else {}),
+        }
+        for t in decision.trace
+    ]
