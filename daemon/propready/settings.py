@@ -43,8 +43,13 @@ class SourceSettings(_Section):
     cursor_column: str | None = None
     poll_interval_seconds: int = Field(default=300, ge=1)
     full_scan_interval_seconds: int = Field(default=21600, ge=1)
+    cursor_overlap_seconds: int = Field(default=300, ge=0)
     timezone: str = "UTC"
     batch_size: int = Field(default=5000, ge=1, le=1_000_000)
+    # Column kinds where the name does not say it: {"dtmoveout" = "date", "ibeds" = "integer"}.
+    types: dict[str, Literal["date", "timestamp", "number", "integer", "boolean", "text"]] = Field(
+        default_factory=dict
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -53,6 +58,13 @@ class SourceSettings(_Section):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from exc
+        return value
+
+    @field_validator("cursor_column")
+    @classmethod
+    def _plain_column(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+            raise ValueError("must be a plain column name returned by the query")
         return value
 
     @property

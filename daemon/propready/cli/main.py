@@ -13,6 +13,7 @@ from propready import __version__
 from propready.adapters.rulefiles import RuleFileError
 from propready.adapters.source import SourceUnavailable
 from propready.cli.audit_commands import audit_command, explain_command
+from propready.cli.backfill_command import backfill_command
 from propready.cli.db_commands import db_group
 from propready.cli.orders_commands import orders_group
 from propready.cli.rules_commands import rules_group
@@ -56,6 +57,7 @@ for command in (
     audit_command,
     explain_command,
     sandbox_command,
+    backfill_command,
 ):
     cli.add_command(command)
 

@@ -52,7 +52,9 @@ def run_command(ctx: click.Context, once: bool) -> None:
     with components(settings) as parts:
         log.info("starting", mode=settings.orders.mode, rules_version=parts.rules.version)
         if once:
-            run_cycle(parts, utc_now)
+            summary = run_cycle(parts, utc_now, respect_backoff=False)
+            if summary.source_error:
+                raise click.ClickException(summary.source_error)
             return
         from apscheduler.schedulers.blocking import BlockingScheduler
 

@@ -83,7 +83,13 @@ def to_cel_value(value: Any, zone: tzinfo) -> Any:
 class EvaluationScope:
     """One CEL context per property, reused across every trigger and rule (several times faster)."""
 
-    def __init__(self, facts: Mapping[str, Any], now: datetime, zone: tzinfo) -> None:
+    def __init__(
+        self,
+        facts: Mapping[str, Any],
+        now: datetime,
+        zone: tzinfo,
+        previous: Mapping[str, Any] | None = None,
+    ) -> None:
         if now.tzinfo is None:
             raise ValueError("now must be an aware datetime")
         local_now = now.astimezone(zone)
@@ -92,6 +98,7 @@ class EvaluationScope:
         self._context.add_variable("property", to_cel_value(dict(facts), zone))
         self._context.add_variable("now", to_cel_value(now.astimezone(UTC), zone))
         self._context.add_variable("today", to_cel_value(today, zone))
+        self._context.add_variable("previous", to_cel_value(dict(previous or {}), zone))
 
     def evaluate(self, expression: Expression) -> tuple[Any, str | None]:
         """(value, None) or (None, error text) when evaluation raised."""

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from propready.core.cel_fields import referenced_fields, uses_variable
 from propready.core.model import Edge
 
 FirstSight = Literal["ignore", "fire"]
@@ -63,3 +64,60 @@ def detect_edges(
         new_count = edge.edge_seq if edge is not None else count
         updates.append(TriggerUpdate(name, TriggerMemory(now_true, new_count), edge))
     return updates
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerAnalysis:
+    """What the poller must know about a rule set's triggers to skip work safely.
+
+    - `fields`: the property fields any trigger reads (None: some trigger reads the whole map),
+      so trigger evaluation converts only those into CEL;
+    - `time_based`: triggers that read `now` or `today`: their value can change while the row
+      does not, so full passes re-evaluate them on unchanged rows;
+    - `change_based`: triggers that read `previous`: true only on the poll that saw the change,
+      so they fall back (re-arm) on the next poll even though the row is unchanged.
+    """
+
+    names: frozenset[str]
+    fields: frozenset[str] | None
+    time_based: frozenset[str]
+    change_based: frozenset[str]
+
+
+def analyse_triggers(sources: Mapping[str, str]) -> TriggerAnalysis:
+    """Analyse trigger expressions given as {name: CEL source}."""
+    fields: set[str] | None = set()
+    time_based: set[str] = set()
+    change_based: set[str] = set()
+    for name, source in sources.items():
+        used = referenced_fields(source, "property")
+        if used is None or fields is None:
+            fields = None
+        else:
+            fields |= used
+        if uses_variable(source, "now") or uses_variable(source, "today"):
+            time_based.add(name)
+        if uses_variable(source, "previous"):
+            change_based.add(name)
+            previous_fields = referenced_fields(source, "previous")
+            if previous_fields is None:
+                fields = None
+            elif fields is not None:
+                fields |= previous_fields
+    return TriggerAnalysis(
+        names=frozenset(sources),
+        fields=frozenset(fields) if fields is not None else None,
+        time_based=frozenset(time_based),
+        change_based=frozenset(change_based),
+    )
+
+
+def triggers_to_reevaluate(
+    analysis: TriggerAnalysis, memory: Mapping[str, TriggerMemory], *, full_pass: bool
+) -> frozenset[str]:
+    """For a property whose source row did not change: the triggers whose value may have."""
+    due = set(analysis.names - memory.keys())  # added to the rules since the last change
+    if full_pass:
+        due |= analysis.time_based
+    due |= {name for name in analysis.change_based if name in memory and memory[name].is_true}
+    return frozenset(due)

@@ -52,9 +52,13 @@ class Components:
 
 @dataclass
 class CycleSummary:
+    full_pass: bool = False
+    source_error: str | None = None
     rows: int = 0
     quarantined: int = 0
     new_properties: int = 0
+    changed: int = 0
+    unchanged: int = 0
     events: int = 0
     ordered: int = 0
     not_ordered: int = 0
@@ -69,5 +73,5 @@ class CycleSummary:
     unknown: int = 0
     recovered: int = 0
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | bool | str | None]:
         return dict(self.__dict__)

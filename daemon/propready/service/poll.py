@@ -1,127 +1,465 @@
 """Poll: read the source, record trigger edges, decide each new readiness event, plan orders.
 
-Each batch of properties is one transaction: memory, events, decisions, outbox rows and their
-audit rows commit together or not at all.
+A poll is *full* (the whole source query) or *incremental* (rows whose `cursor_column` is at or
+after the checkpoint minus an overlap window, for late commits and equal timestamps). Each batch
+of rows is one transaction: trigger memory, events, decisions, outbox rows, quarantine, the
+checkpoint and their audit rows commit together, so the checkpoint only moves past rows whose
+effects are stored.
+
+The hot path is an unchanged row: it is recognised by a fingerprint of its raw values and
+skipped without typing or evaluating it, except for the triggers whose value can change anyway
+(time-based ones on full passes, change-based ones that must fall back; see TriggerAnalysis).
+Trigger evaluation converts only the fields the triggers read into CEL.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 
-from propready.adapters.source import stream_rows
+from propready.adapters.source import SourceBatch, incremental_query, stream_batches
 from propready.adapters.store import audit, properties
 from propready.core.expressions import EvaluationScope
-from propready.core.facts import RowProblem, facts_for_storage, type_row
+from propready.core.facts import RowProblem, RowTyper, facts_for_storage
 from propready.core.model import PropertySnapshot
-from propready.core.rules import trigger_values
-from propready.core.triggers import detect_edges
+from propready.core.rules import RuleSet
+from propready.core.triggers import (
+    TriggerAnalysis,
+    analyse_triggers,
+    detect_edges,
+    triggers_to_reevaluate,
+)
 from propready.service.components import Components, CycleSummary
 from propready.service.decide import handle_edge
 
 log = structlog.get_logger("propready.poll")
 
+CHECKPOINT = "source"
 
-def poll(components: Components, now: Callable[[], datetime], summary: CycleSummary) -> None:
-    """Read the whole source, record trigger edges, and decide each new readiness event."""
+
+_ANALYSES: dict[str, TriggerAnalysis] = {}
+
+
+def _analysis(rules: RuleSet) -> TriggerAnalysis:
+    """The trigger analysis of a rule set, computed once per rules version."""
+    analysis = _ANALYSES.get(rules.version)
+    if analysis is None:
+        if len(_ANALYSES) > 16:  # reloads over a long run must not grow this without bound
+            _ANALYSES.clear()
+        analysis = analyse_triggers({name: e.source for name, e in rules.triggers.items()})
+        _ANALYSES[rules.version] = analysis
+    return analysis
+
+
+def fingerprint(values: Sequence[Any]) -> str:
+    """A stable digest of a raw row: equal rows, equal digests, across processes."""
+    return hashlib.blake2b(repr(tuple(values)).encode(), digest_size=16).hexdigest()
+
+
+@dataclass
+class PollState:
+    """What one poll carries from batch to batch."""
+
+    full_pass: bool
+    seen: set[str] = field(default_factory=set)
+    cursor_index: int | None = None
+    last_cursor: Any = None
+
+
+def poll(
+    components: Components,
+    now: Callable[[], datetime],
+    summary: CycleSummary,
+    *,
+    full_pass: bool | None = None,
+) -> None:
+    """Run one poll; full or incremental as the checkpoint and settings decide (or `full_pass`)."""
     source = components.settings.source
-    batch: list[PropertySnapshot] = []
-    for item in _typed_rows(
-        stream_rows(components.source, source.query, source.batch_size), components, summary
-    ):
-        if isinstance(item, RowProblem):
-            _quarantine(components, item, now())
-            continue
-        batch.append(item)
-        if len(batch) >= source.batch_size:
-            _process_batch(components, batch, now(), summary)
-            batch = []
-    if batch:
-        _process_batch(components, batch, now(), summary)
+    with components.state.begin() as connection:
+        checkpoint = properties.load_checkpoint(connection, CHECKPOINT)
+    if full_pass is None:
+        full_pass = _full_pass_due(components, checkpoint, now())
+    query, params = source.query, {}
+    if not full_pass:
+        assert source.cursor_column is not None
+        query = incremental_query(source.query, source.cursor_column)
+        since = decode_cursor(checkpoint["cursor_value"])
+        params = {"since": _minus_overlap(since, source.cursor_overlap_seconds)}
+    state = PollState(full_pass=full_pass)
+    summary.full_pass = full_pass
+    started = now()
+    typer: RowTyper | None = None
+    for batch in stream_batches(components.source, query, source.batch_size, params):
+        if typer is None:
+            typer = RowTyper(batch.columns, source.zone, source.types)
+            if source.cursor_column is not None and source.cursor_column in batch.columns:
+                state.cursor_index = batch.columns.index(source.cursor_column)
+        _process_batch(components, typer, batch, now(), summary, state)
+    with components.state.begin() as connection:
+        values: dict[str, Any] = {"last_poll_at": started, "last_success_at": now()}
+        values.update(last_error=None, consecutive_failures=0)
+        if full_pass:
+            values["last_full_pass_at"] = started
+        properties.save_checkpoint(connection, CHECKPOINT, **values)
 
 
-def _typed_rows(
-    rows: Iterable[Any], components: Components, summary: CycleSummary
-) -> Iterator[PropertySnapshot | RowProblem]:
-    zone = components.settings.source.zone
-    seen: set[str] = set()
-    for row in rows:
+def record_source_failure(components: Components, error: str, now: datetime) -> int:
+    """Remember a failed poll (for backoff and health); return the consecutive failure count."""
+    with components.state.begin() as connection:
+        checkpoint = properties.load_checkpoint(connection, CHECKPOINT)
+        failures = int(checkpoint.get("consecutive_failures") or 0) + 1
+        properties.save_checkpoint(
+            connection,
+            CHECKPOINT,
+            last_poll_at=now,
+            last_error=error,
+            consecutive_failures=failures,
+        )
+    return failures
+
+
+def source_backoff_over(components: Components, now: datetime) -> bool:
+    """After failed polls, wait poll_interval * 2^(failures-1), at most an hour, before the next."""
+    with components.state.begin() as connection:
+        checkpoint = properties.load_checkpoint(connection, CHECKPOINT)
+    failures = int(checkpoint.get("consecutive_failures") or 0)
+    last = checkpoint.get("last_poll_at")
+    if failures == 0 or last is None:
+        return True
+    interval = components.settings.source.poll_interval_seconds
+    wait = min(3600.0, interval * 2 ** min(failures - 1, 16))
+    return bool(now - last >= timedelta(seconds=wait))
+
+
+def _full_pass_due(components: Components, checkpoint: Mapping[str, Any], now: datetime) -> bool:
+    source = components.settings.source
+    if source.cursor_column is None or checkpoint.get("cursor_value") is None:
+        return True
+    last_full = checkpoint.get("last_full_pass_at")
+    return last_full is None or now - last_full >= timedelta(
+        seconds=source.full_scan_interval_seconds
+    )
+
+
+def _process_batch(
+    components: Components,
+    typer: RowTyper,
+    batch: SourceBatch,
+    now: datetime,
+    summary: CycleSummary,
+    state: PollState,
+) -> None:
+    rules = components.rules
+    analysis = _analysis(rules)
+    rows: list[tuple[str, str, tuple[Any, ...]]] = []
+    problems: list[tuple[str, str, RowProblem]] = []
+    for values in batch.rows:
         summary.rows += 1
-        item = type_row(row, zone)
-        if isinstance(item, PropertySnapshot):
-            if item.external_property_id in seen:
-                item = RowProblem(
-                    item.external_property_id,
-                    "external_property_id",
-                    "the source query returned this id twice",
+        digest = fingerprint(values)
+        property_id = typer.property_id(values)
+        if isinstance(property_id, RowProblem):
+            problems.append((f"#{digest}", digest, property_id))
+        elif property_id in state.seen:
+            reason = "the source query returned this id more than once; the first row is used"
+            problems.append(
+                (
+                    f"{property_id}#dup",
+                    digest,
+                    RowProblem(property_id, "external_property_id", reason),
                 )
-            else:
-                seen.add(item.external_property_id)
-        if isinstance(item, RowProblem):
-            summary.quarantined += 1
-        yield item
+            )
+        else:
+            state.seen.add(property_id)
+            rows.append((property_id, digest, values))
+        if state.cursor_index is not None and values[state.cursor_index] is not None:
+            state.last_cursor = values[state.cursor_index]
+    with components.state.begin() as connection:
+        stored = properties.load_properties(
+            connection, [r[0] for r in rows], with_facts=bool(analysis.change_based)
+        )
+        changed_ids = [
+            pid for pid, digest, _ in rows if pid not in stored or stored[pid].row_hash != digest
+        ]
+        held = properties.quarantined(connection, [key for key, _, _ in problems] + changed_ids)
+        writes = _BatchWrites()
+        for key, digest, problem in problems:
+            _quarantine(connection, key, digest, problem, held, now, summary)
+        for property_id, digest, values in rows:
+            previous = stored.get(property_id)
+            if previous is not None and previous.row_hash == digest:
+                _reevaluate_unchanged(
+                    components,
+                    connection,
+                    typer,
+                    analysis,
+                    property_id,
+                    values,
+                    previous,
+                    now,
+                    summary,
+                    writes,
+                    state.full_pass,
+                )
+                continue
+            snapshot = typer.type_row(values)
+            if isinstance(snapshot, RowProblem):
+                _quarantine(connection, property_id, digest, snapshot, held, now, summary)
+                continue
+            if property_id in held:
+                writes.released.append(property_id)
+            _evaluate_changed(
+                components, connection, analysis, snapshot, digest, previous, now, summary, writes
+            )
+        writes.flush(connection, now)
+        if not state.full_pass and state.last_cursor is not None:
+            properties.save_checkpoint(
+                connection, CHECKPOINT, cursor_value=encode_cursor(state.last_cursor)
+            )
+        elif (
+            state.full_pass
+            and state.last_cursor is not None
+            and components.settings.source.cursor_column
+        ):
+            # A full pass reads in source order, not cursor order: only the maximum is safe.
+            _advance_cursor_to_max(connection, state.last_cursor)
 
 
-def _quarantine(components: Components, problem: RowProblem, now: datetime) -> None:
+def _advance_cursor_to_max(connection: sa.Connection, value: Any) -> None:
+    current = decode_cursor(properties.load_checkpoint(connection, CHECKPOINT)["cursor_value"])
+    try:
+        larger = current is None or value > current
+    except TypeError:
+        larger = True
+    if larger:
+        properties.save_checkpoint(connection, CHECKPOINT, cursor_value=encode_cursor(value))
+
+
+@dataclass
+class _BatchWrites:
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    trigger_updates: list[dict[str, Any]] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+
+    def flush(self, connection: sa.Connection, now: datetime) -> None:
+        properties.insert_properties(connection, self.inserts)
+        properties.update_changed_properties(connection, self.updates)
+        properties.update_trigger_memory(connection, self.trigger_updates)
+        if self.released:
+            properties.release_quarantine(connection, self.released)
+            for property_id in self.released:
+                audit.record(
+                    connection,
+                    "source_row_released",
+                    now,
+                    external_property_id=property_id,
+                    detail={"reason": "the row changed and now passes every check"},
+                )
+
+
+def _quarantine(
+    connection: sa.Connection,
+    key: str,
+    digest: str,
+    problem: RowProblem,
+    held: Mapping[str, str],
+    now: datetime,
+    summary: CycleSummary,
+) -> None:
+    """Quarantine a row; audit it only when it is new or changed since it was last quarantined."""
+    summary.quarantined += 1
+    if held.get(key) == digest:
+        return
+    properties.quarantine_row(
+        connection, key, digest, problem.column, problem.reason, now, known=key in held
+    )
     log.warning(
         "source_row_quarantined",
         property=problem.external_property_id,
         column=problem.column,
         reason=problem.reason,
     )
-    with components.state.begin() as connection:
-        audit.record(
-            connection,
-            "source_row_quarantined",
-            now,
-            external_property_id=problem.external_property_id,
-            detail={"column": problem.column, "reason": problem.reason},
+    audit.record(
+        connection,
+        "source_row_quarantined",
+        now,
+        external_property_id=problem.external_property_id,
+        detail={"column": problem.column, "reason": problem.reason},
+    )
+
+
+def _evaluate_changed(
+    components: Components,
+    connection: sa.Connection,
+    analysis: TriggerAnalysis,
+    snapshot: PropertySnapshot,
+    digest: str,
+    previous: properties.StoredProperty | None,
+    now: datetime,
+    summary: CycleSummary,
+    writes: _BatchWrites,
+) -> None:
+    """A new or changed row: evaluate every trigger, store the new state, handle rising edges."""
+    settings = components.settings
+    property_id = snapshot.external_property_id
+    stored_facts = facts_for_storage(snapshot.public_facts())
+    prior = previous.facts if previous is not None else None
+    values, errors = _trigger_values(
+        components, analysis, snapshot.facts, analysis.names, now, prior
+    )
+    memory = previous.triggers if previous is not None else None
+    updates = detect_edges(memory, values, settings.orders.first_sight)
+    new_memory = dict(memory or {})
+    new_memory.update({u.trigger_name: u.memory for u in updates})
+    record = {
+        "row_hash": digest,
+        "facts": stored_facts,
+        "triggers": properties.encode_triggers(new_memory),
+    }
+    if previous is None:
+        summary.new_properties += 1
+        writes.inserts.append(
+            {
+                "external_property_id": property_id,
+                "first_seen_at": now,
+                "last_changed_at": now,
+                **record,
+            }
+        )
+    else:
+        summary.changed += 1
+        writes.updates.append({"pid": property_id, "last_changed_at": now, **record})
+    _handle_edges(
+        components, connection, snapshot, updates, stored_facts, now, summary, errors, prior
+    )
+
+
+def _reevaluate_unchanged(
+    components: Components,
+    connection: sa.Connection,
+    typer: RowTyper,
+    analysis: TriggerAnalysis,
+    property_id: str,
+    values: tuple[Any, ...],
+    stored: properties.StoredProperty,
+    now: datetime,
+    summary: CycleSummary,
+    writes: _BatchWrites,
+    full_pass: bool,
+) -> None:
+    """An unchanged row: only triggers whose value can change without the row are evaluated."""
+    due = triggers_to_reevaluate(analysis, stored.triggers, full_pass=full_pass)
+    if not due:
+        summary.unchanged += 1
+        return
+    snapshot = typer.type_row(values, only=analysis.fields)
+    if isinstance(snapshot, RowProblem):  # cannot happen for a row that passed before; be safe
+        summary.unchanged += 1
+        return
+    # Unchanged since the last change: `previous` equals the current facts for change triggers.
+    trigger_values, errors = _trigger_values(
+        components, analysis, snapshot.facts, due, now, snapshot.facts
+    )
+    updates = detect_edges(stored.triggers, trigger_values, components.settings.orders.first_sight)
+    if not updates:
+        summary.unchanged += 1
+        return
+    new_memory = dict(stored.triggers)
+    new_memory.update({u.trigger_name: u.memory for u in updates})
+    writes.trigger_updates.append(
+        {"pid": property_id, "triggers": properties.encode_triggers(new_memory)}
+    )
+    if any(u.edge is not None for u in updates):
+        full = typer.type_row(values)  # the rules may read any field
+        if isinstance(full, RowProblem):
+            return
+        stored_facts = facts_for_storage(full.public_facts())
+        _handle_edges(
+            components, connection, full, updates, stored_facts, now, summary, errors, stored.facts
         )
 
 
-def _row_hash(facts: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
+def _trigger_values(
+    components: Components,
+    analysis: TriggerAnalysis,
+    facts: Mapping[str, Any],
+    names: frozenset[str],
+    now: datetime,
+    previous: Mapping[str, Any] | None,
+) -> tuple[dict[str, bool], dict[str, str]]:
+    narrow = (
+        facts if analysis.fields is None else {k: facts[k] for k in analysis.fields if k in facts}
+    )
+    scope = EvaluationScope(narrow, now, components.settings.source.zone, previous=previous)
+    values: dict[str, bool] = {}
+    errors: dict[str, str] = {}
+    for name in names:
+        value, error = scope.is_true(components.rules.triggers[name])
+        values[name] = value
+        if error is not None:
+            errors[name] = error
+    return values, errors
 
 
-def _process_batch(
-    components: Components, batch: list[PropertySnapshot], now: datetime, summary: CycleSummary
+def _handle_edges(
+    components: Components,
+    connection: sa.Connection,
+    snapshot: PropertySnapshot,
+    updates: Sequence[Any],
+    stored_facts: dict[str, Any],
+    now: datetime,
+    summary: CycleSummary,
+    errors: dict[str, str],
+    previous: Mapping[str, Any] | None,
 ) -> None:
-    settings = components.settings
-    ids = [s.external_property_id for s in batch]
-    with components.state.begin() as connection:
-        memory = properties.load_trigger_memory(connection, ids)
-        hashes = properties.load_row_hashes(connection, ids)
-        for snapshot in batch:
-            property_id = snapshot.external_property_id
-            stored = facts_for_storage(snapshot.public_facts())
-            row_hash = _row_hash(facts_for_storage(dict(snapshot.facts)))
-            is_new = property_id not in memory
-            previous = memory.get(property_id)
-            if is_new:
-                summary.new_properties += 1
-            if is_new or hashes.get(property_id) != row_hash:
-                properties.save_property(
-                    connection, property_id, row_hash, stored, now, is_new=is_new, changed=True
-                )
-            scope = EvaluationScope(snapshot.facts, now, settings.source.zone)
-            values, errors = trigger_values(components.rules, scope)
-            updates = detect_edges(previous, values, settings.orders.first_sight)
-            properties.save_trigger_updates(connection, property_id, updates, previous or {}, now)
-            for update in updates:
-                if update.edge is not None:
-                    handle_edge(
-                        components,
-                        connection,
-                        snapshot,
-                        update.edge,
-                        scope,
-                        stored,
-                        now,
-                        summary,
-                        errors,
-                    )
+    edges = [u.edge for u in updates if u.edge is not None]
+    if not edges:
+        return
+    # The rules may read every field: the full context is built only for rows with an event.
+    scope = EvaluationScope(snapshot.facts, now, components.settings.source.zone, previous=previous)
+    for edge in edges:
+        handle_edge(
+            components, connection, snapshot, edge, scope, stored_facts, now, summary, errors
+        )
+
+
+def encode_cursor(value: Any) -> Any:
+    """A cursor value as JSON: timestamps and dates keep their type."""
+    if isinstance(value, datetime):
+        return {"timestamp": value.isoformat()}
+    if isinstance(value, date):
+        return {"date": value.isoformat()}
+    if isinstance(value, int | float | str):
+        return value
+    return str(value)
+
+
+def decode_cursor(value: Any) -> Any:
+    if isinstance(value, dict) and "timestamp" in value:
+        return datetime.fromisoformat(value["timestamp"])
+    if isinstance(value, dict) and "date" in value:
+        return date.fromisoformat(value["date"])
+    return value
+
+
+def _minus_overlap(since: Any, overlap_seconds: int) -> Any:
+    """Step the cursor back by the overlap window, so late commits and equal values are re-read."""
+    if isinstance(since, datetime):
+        return since - timedelta(seconds=overlap_seconds)
+    if isinstance(since, date):
+        return since - timedelta(days=1)
+    if isinstance(since, str):
+        # ISO text timestamps (SQLite) compare as text; step back by re-parsing when possible.
+        try:
+            parsed = datetime.fromisoformat(since)
+        except ValueError:
+            return since
+        separator = since[10] if len(since) > 10 else "T"  # keep the source's text format
+        return (parsed - timedelta(seconds=overlap_seconds)).isoformat(sep=separator)
+    return since

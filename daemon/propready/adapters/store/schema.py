@@ -56,21 +56,37 @@ property_state = sa.Table(
     "property_state",
     metadata,
     sa.Column("external_property_id", PROPERTY_ID, primary_key=True),
+    # A fingerprint of the raw source row: an unchanged row is recognised without typing it.
     sa.Column("row_hash", sa.String(64), nullable=False),
-    sa.Column("facts", Json, nullable=False),
+    sa.Column("facts", Json, nullable=False),  # typed facts without secrets: `previous` in CEL
+    # Trigger memory: {trigger name: [is_true, edge_count]}.
+    sa.Column("triggers", Json, nullable=False, server_default="{}"),
     sa.Column("first_seen_at", UtcDateTime, nullable=False),
-    sa.Column("last_seen_at", UtcDateTime, nullable=False),
     sa.Column("last_changed_at", UtcDateTime, nullable=False),
 )
 
-trigger_state = sa.Table(
-    "trigger_state",
+source_checkpoint = sa.Table(
+    "source_checkpoint",
     metadata,
-    sa.Column("external_property_id", PROPERTY_ID, primary_key=True),
-    sa.Column("trigger_name", sa.String(100), primary_key=True),
-    sa.Column("is_true", sa.Boolean(), nullable=False),
-    sa.Column("edge_count", sa.Integer(), nullable=False, server_default="0"),
-    sa.Column("changed_at", UtcDateTime, nullable=False),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("cursor_value", sa.Text(), nullable=True),  # JSON-encoded cursor value
+    sa.Column("last_full_pass_at", UtcDateTime, nullable=True),
+    sa.Column("last_poll_at", UtcDateTime, nullable=True),
+    sa.Column("last_success_at", UtcDateTime, nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("consecutive_failures", sa.Integer(), nullable=False, server_default="0"),
+)
+
+source_quarantine = sa.Table(
+    "source_quarantine",
+    metadata,
+    # The property id, or "#" + the row hash for a row without one.
+    sa.Column("row_key", sa.String(300), primary_key=True),
+    sa.Column("row_hash", sa.String(64), nullable=False),
+    sa.Column("column_name", sa.String(255), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("first_seen_at", UtcDateTime, nullable=False),
+    sa.Column("last_seen_at", UtcDateTime, nullable=False),
 )
 
 readiness_event = sa.Table(

@@ -1,0 +1,64 @@
+"""`propready backfill`: order homes that were already ready when propready first saw them."""
+
+from __future__ import annotations
+
+import click
+from rich.progress import Progress
+
+from propready.cli.context import settings_from
+from propready.cli.output import FORMATS, emit
+from propready.service.backfill import backfill, backfill_candidates
+from propready.wiring import components, utc_now
+
+
+@click.command("backfill")
+@click.option("--trigger", help="Only this trigger (default: every trigger).")
+@click.option("--dry-run", is_flag=True, help="List what would fire; change and send nothing.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.pass_context
+def backfill_command(ctx: click.Context, trigger: str | None, dry_run: bool, fmt: str) -> None:
+    """Fire readiness events for homes whose trigger was already true at first sight.
+
+    With `first_sight = "ignore"` (the default) propready does not order homes that were
+    already ready when it first saw them. A backfill orders them on purpose: each home is
+    re-read from the source, its trigger checked again, and the event (kind `backfill`) goes
+    through the rules, the duplicate window and the outbox like any other. Orders are sent by
+    the next cycle. Run it with --dry-run first.
+
+    \b
+    Example:
+      propready backfill --trigger vacant_ready --dry-run
+      propready backfill --trigger vacant_ready
+    """
+    settings = settings_from(ctx)
+    with components(settings) as parts:
+        if trigger is not None and trigger not in parts.rules.triggers:
+            known = ", ".join(sorted(parts.rules.triggers))
+            raise click.BadParameter(
+                f"unknown trigger {trigger!r} (known: {known})", param_hint="--trigger"
+            )
+        if dry_run:
+            rows = backfill_candidates(parts, trigger)
+        else:
+            total = len(backfill_candidates(parts, trigger))
+            with Progress(transient=True) as bar:
+                task = bar.add_task("backfill", total=total)
+                rows = backfill(
+                    parts,
+                    utc_now,
+                    dry_run=False,
+                    trigger=trigger,
+                    progress=lambda n: bar.advance(task, n),
+                )
+    listing = [
+        {"external_property_id": r.external_property_id, "trigger": r.trigger_name} for r in rows
+    ]
+    emit(
+        listing,
+        ("external_property_id", "trigger"),
+        fmt,
+        title="would fire" if dry_run else "fired",
+    )
+    if fmt == "table":
+        verb = "would fire" if dry_run else "fired"
+        click.echo(f"{len(rows)} event(s) {verb}", err=True)

@@ -1,0 +1,126 @@
+"""Backfill: order homes whose trigger was already true when propready first saw them.
+
+`first_sight = "ignore"` remembers such triggers as true without an event (edge count 0), so
+turning propready on does not order the whole portfolio at once. A backfill fires those edges
+on purpose, as events of kind `backfill`, after re-reading each home from the source (the order
+needs the current row, access code included, which the state database never stores) and
+checking that the trigger still holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from propready.adapters.source import stream_batches
+from propready.adapters.store import properties
+from propready.core.expressions import EvaluationScope
+from propready.core.facts import RowProblem, RowTyper, facts_for_storage
+from propready.core.model import Edge
+from propready.core.triggers import TriggerMemory
+from propready.service.components import Components, CycleSummary
+from propready.service.decide import handle_edge
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillCandidate:
+    external_property_id: str
+    trigger_name: str
+
+
+Progress = Callable[[int], None]
+
+
+def backfill_candidates(
+    components: Components, trigger: str | None = None
+) -> list[BackfillCandidate]:
+    """Triggers remembered as true that never fired (seen true at first sight), in id order."""
+    names = set(components.rules.triggers) if trigger is None else {trigger}
+    found: list[BackfillCandidate] = []
+    with components.state.connect() as connection:
+        for row in properties.iter_properties(connection):
+            for name, memory in properties.decode_triggers(row["triggers"]).items():
+                if name in names and memory.is_true and memory.edge_count == 0:
+                    found.append(BackfillCandidate(row["external_property_id"], name))
+    return found
+
+
+def backfill(
+    components: Components,
+    now: Callable[[], datetime],
+    *,
+    dry_run: bool,
+    trigger: str | None = None,
+    progress: Progress | None = None,
+) -> list[BackfillCandidate]:
+    """Fire the candidates' edges (or only list them with `dry_run`); return what fired."""
+    candidates = backfill_candidates(components, trigger)
+    if dry_run or not candidates:
+        return candidates
+    wanted: dict[str, set[str]] = {}
+    for candidate in candidates:
+        wanted.setdefault(candidate.external_property_id, set()).add(candidate.trigger_name)
+    source = components.settings.source
+    fired: list[BackfillCandidate] = []
+    summary = CycleSummary()
+    typer: RowTyper | None = None
+    for batch in stream_batches(components.source, source.query, source.batch_size):
+        typer = typer or RowTyper(batch.columns, source.zone, source.types)
+        for values in batch.rows:
+            property_id = typer.property_id(values)
+            if isinstance(property_id, RowProblem) or property_id not in wanted:
+                continue
+            fired.extend(_fire(components, typer, values, wanted.pop(property_id), now(), summary))
+            if progress is not None:
+                progress(1)
+    return fired
+
+
+def _fire(
+    components: Components,
+    typer: RowTyper,
+    values: tuple[object, ...],
+    names: set[str],
+    now: datetime,
+    summary: CycleSummary,
+) -> list[BackfillCandidate]:
+    snapshot = typer.type_row(values)
+    if isinstance(snapshot, RowProblem):
+        return []  # quarantined rows are the poll's business
+    property_id = snapshot.external_property_id
+    fired: list[BackfillCandidate] = []
+    with components.state.begin() as connection:
+        stored = properties.load_properties(connection, [property_id], with_facts=True).get(
+            property_id
+        )
+        if stored is None:
+            return []
+        scope = EvaluationScope(
+            snapshot.facts, now, components.settings.source.zone, previous=stored.facts
+        )
+        memory = dict(stored.triggers)
+        stored_facts = facts_for_storage(snapshot.public_facts())
+        for name in sorted(names):
+            current = memory.get(name)
+            # Re-checked inside the transaction: a poll or another backfill may have moved on.
+            if current is None or not current.is_true or current.edge_count != 0:
+                continue
+            holds, _ = scope.is_true(components.rules.triggers[name])
+            if not holds:
+                continue
+            memory[name] = TriggerMemory(True, 1)
+            properties.save_property_triggers(connection, property_id, memory)
+            handle_edge(
+                components,
+                connection,
+                snapshot,
+                Edge(name, 1, "backfill"),
+                scope,
+                stored_facts,
+                now,
+                summary,
+                {},
+            )
+            fired.append(BackfillCandidate(property_id, name))
+    return fired
