@@ -34,6 +34,8 @@ _RANGES: dict[str, tuple[Decimal, Decimal]] = {
     "longitude": (Decimal(-180), Decimal(180)),
 }
 _NUMERIC_BY_NAME = frozenset(_RANGES)
+_CHECKED = frozenset({*_RANGES, "state"})
+_NUMBER_TYPES = (int, float, Decimal)
 _TRUE = frozenset({"1", "t", "true", "y", "yes"})
 _FALSE = frozenset({"0", "f", "false", "n", "no"})
 
@@ -75,22 +77,35 @@ Converter = Callable[[Any], Any]
 
 
 class RowTyper:
-    """Types rows of one query shape; built once per poll, applied to every row."""
+    """Types rows of one query shape; built once per poll, applied to every row.
+
+    The per-row work is the hot path of a first pass over a large portfolio, so the columns that
+    need a conversion or a sanity check are worked out once here, and every other value is
+    copied as the driver returned it.
+    """
 
     def __init__(
         self,
         columns: Sequence[str],
         zone: tzinfo,
         declared: Mapping[str, ColumnKind] | None = None,
+        *,
+        check_encoding: bool = True,
     ) -> None:
         self.columns = tuple(columns)
         self.zone = zone
+        self.check_encoding = check_encoding  # only sources that can hand back bad bytes
         declared = declared or {}
-        self._kinds = {c: column_kind(c, declared) for c in self.columns}
         try:
             self.id_index = self.columns.index("external_property_id")
         except ValueError:
             raise ValueError("the source query returns no external_property_id column") from None
+        self._work: tuple[tuple[int, str, Callable[[Any, tzinfo], Any] | None, bool], ...] = tuple(
+            (index, column, _CONVERTERS[kind] if kind else None, column in _CHECKED)
+            for index, column in enumerate(self.columns)
+            if (kind := column_kind(column, declared)) is not None or column in _CHECKED
+        )
+        self._narrow: dict[frozenset[str], tuple[Any, ...]] = {}
 
     def property_id(self, values: Sequence[Any]) -> str | RowProblem:
         raw = values[self.id_index]
@@ -112,34 +127,42 @@ class RowTyper:
         property_id = self.property_id(values)
         if isinstance(property_id, RowProblem):
             return property_id
-        wanted = None if only is None else set(only)
-        facts: dict[str, Any] = {}
-        for column, value in zip(self.columns, values, strict=True):
-            if wanted is not None and column not in wanted:
+        if only is None:
+            facts = dict(zip(self.columns, values, strict=True))
+            work = self._work
+            if self.check_encoding:
+                for column, value in facts.items():
+                    if type(value) is InvalidText:
+                        return RowProblem(property_id, column, "text is not valid UTF-8")
+        else:
+            wanted = frozenset(only)
+            facts = {c: v for c, v in zip(self.columns, values, strict=True) if c in wanted}
+            work = self._narrow.get(wanted) or self._narrow.setdefault(
+                wanted, tuple(w for w in self._work if w[1] in wanted)
+            )
+        for index, column, convert, check in work:
+            value = values[index]
+            if value is None:
                 continue
             try:
-                facts[column] = self._typed(column, value)
+                if convert is not None:
+                    value = convert(value, self.zone)
+                if check:
+                    value = _checked(column, value)
             except ValueError as exc:
                 return RowProblem(property_id, column, str(exc))
+            facts[column] = value
         facts["external_property_id"] = property_id
         return PropertySnapshot(property_id, facts)
 
-    def _typed(self, column: str, value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, InvalidText):
-            raise ValueError("text is not valid UTF-8")
-        if isinstance(value, bytes | memoryview):
-            try:
-                value = bytes(value).decode("utf-8")
-            except UnicodeDecodeError:
-                raise ValueError("text is not valid UTF-8") from None
-        kind = self._kinds[column]
-        typed = _CONVERTERS[kind](value, self.zone) if kind is not None else value
-        return _checked(column, typed)
+
+def _refuse_invalid_text(value: Any) -> None:
+    if type(value) is InvalidText:
+        raise ValueError("text is not valid UTF-8")
 
 
 def _to_date(value: Any, zone: tzinfo) -> date:
+    _refuse_invalid_text(value)
     if isinstance(value, datetime):
         return value.date()
     if isinstance(value, date):
@@ -152,6 +175,7 @@ def _to_date(value: Any, zone: tzinfo) -> date:
 
 
 def _to_timestamp(value: Any, zone: tzinfo) -> datetime:
+    _refuse_invalid_text(value)
     if isinstance(value, datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=zone)
     if isinstance(value, date):
@@ -165,6 +189,9 @@ def _to_timestamp(value: Any, zone: tzinfo) -> datetime:
 
 
 def _to_number(value: Any, zone: tzinfo) -> int | float | Decimal:
+    if type(value) in _NUMBER_TYPES:  # what drivers return for numeric columns: nothing to do
+        return value  # type: ignore[no-any-return]
+    _refuse_invalid_text(value)
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is a boolean, not a number")
     if isinstance(value, int | float | Decimal):
@@ -187,6 +214,7 @@ def _to_integer(value: Any, zone: tzinfo) -> int:
 
 
 def _to_boolean(value: Any, zone: tzinfo) -> bool:
+    _refuse_invalid_text(value)
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -198,6 +226,7 @@ def _to_boolean(value: Any, zone: tzinfo) -> bool:
 
 
 def _to_text(value: Any, zone: tzinfo) -> str:
+    _refuse_invalid_text(value)
     return value if isinstance(value, str) else str(value)
 
 
@@ -212,10 +241,12 @@ _CONVERTERS: dict[ColumnKind, Callable[[Any, tzinfo], Any]] = {
 
 
 def _checked(column: str, value: Any) -> Any:
+    _refuse_invalid_text(value)
     bounds = _RANGES.get(column)
-    if bounds is not None and isinstance(value, int | float | Decimal):
+    # int, float and Decimal compare with Decimal bounds directly: no conversion per value.
+    if bounds is not None and type(value) in _NUMBER_TYPES:
         low, high = bounds
-        if not low <= Decimal(str(value)) <= high:
+        if not low <= value <= high:
             raise ValueError(f"{value} is outside the plausible range {low} to {high}")
     if column == "state" and isinstance(value, str) and value.strip().upper() not in US_STATES:
         raise ValueError(f"{value[:20]!r} is not a US state abbreviation")

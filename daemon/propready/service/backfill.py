@@ -9,7 +9,7 @@ checking that the trigger still holds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -80,7 +80,7 @@ def backfill(
 def _fire(
     components: Components,
     typer: RowTyper,
-    values: tuple[object, ...],
+    values: Sequence[object],
     names: set[str],
     now: datetime,
     summary: CycleSummary,

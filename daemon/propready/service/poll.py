@@ -58,7 +58,7 @@ def _analysis(rules: RuleSet) -> TriggerAnalysis:
 
 
 def fingerprint(values: Sequence[Any]) -> str:
-    """A stable digest of a raw row: equal rows, equal digests, across processes."""
+    """A digest of a raw row, stable across processes (PostgreSQL sources compute their own)."""
     return hashlib.blake2b(repr(tuple(values)).encode(), digest_size=16).hexdigest()
 
 
@@ -97,7 +97,12 @@ def poll(
     typer: RowTyper | None = None
     for batch in stream_batches(components.source, query, source.batch_size, params):
         if typer is None:
-            typer = RowTyper(batch.columns, source.zone, source.types)
+            typer = RowTyper(
+                batch.columns,
+                source.zone,
+                source.types,
+                check_encoding=components.source.dialect.name == "sqlite",
+            )
             if source.cursor_column is not None and source.cursor_column in batch.columns:
                 state.cursor_index = batch.columns.index(source.cursor_column)
         _process_batch(components, typer, batch, now(), summary, state)
@@ -157,11 +162,11 @@ def _process_batch(
 ) -> None:
     rules = components.rules
     analysis = _analysis(rules)
-    rows: list[tuple[str, str, tuple[Any, ...]]] = []
+    rows: list[tuple[str, str, Sequence[Any]]] = []
     problems: list[tuple[str, str, RowProblem]] = []
-    for values in batch.rows:
+    digests = batch.fingerprints or [fingerprint(values) for values in batch.rows]
+    for values, digest in zip(batch.rows, digests, strict=True):
         summary.rows += 1
-        digest = fingerprint(values)
         property_id = typer.property_id(values)
         if isinstance(property_id, RowProblem):
             problems.append((f"#{digest}", digest, property_id))
@@ -308,7 +313,6 @@ def _evaluate_changed(
     """A new or changed row: evaluate every trigger, store the new state, handle rising edges."""
     settings = components.settings
     property_id = snapshot.external_property_id
-    stored_facts = facts_for_storage(snapshot.public_facts())
     prior = previous.facts if previous is not None else None
     values, errors = _trigger_values(
         components, analysis, snapshot.facts, analysis.names, now, prior
@@ -319,7 +323,7 @@ def _evaluate_changed(
     new_memory.update({u.trigger_name: u.memory for u in updates})
     record = {
         "row_hash": digest,
-        "facts": stored_facts,
+        "facts": snapshot.public_facts(),  # typed; the store encodes it the cheapest way it has
         "triggers": properties.encode_triggers(new_memory),
     }
     if previous is None:
@@ -335,9 +339,7 @@ def _evaluate_changed(
     else:
         summary.changed += 1
         writes.updates.append({"pid": property_id, "last_changed_at": now, **record})
-    _handle_edges(
-        components, connection, snapshot, updates, stored_facts, now, summary, errors, prior
-    )
+    _handle_edges(components, connection, snapshot, updates, now, summary, errors, prior)
 
 
 def _reevaluate_unchanged(
@@ -346,7 +348,7 @@ def _reevaluate_unchanged(
     typer: RowTyper,
     analysis: TriggerAnalysis,
     property_id: str,
-    values: tuple[Any, ...],
+    values: Sequence[Any],
     stored: properties.StoredProperty,
     now: datetime,
     summary: CycleSummary,
@@ -354,6 +356,13 @@ def _reevaluate_unchanged(
     full_pass: bool,
 ) -> None:
     """An unchanged row: only triggers whose value can change without the row are evaluated."""
+    if (
+        not analysis.change_based
+        and not (full_pass and analysis.time_based)
+        and stored.remembers_all(analysis.names)
+    ):
+        summary.unchanged += 1  # the common case, decided without decoding any JSON
+        return
     due = triggers_to_reevaluate(analysis, stored.triggers, full_pass=full_pass)
     if not due:
         summary.unchanged += 1
@@ -379,10 +388,7 @@ def _reevaluate_unchanged(
         full = typer.type_row(values)  # the rules may read any field
         if isinstance(full, RowProblem):
             return
-        stored_facts = facts_for_storage(full.public_facts())
-        _handle_edges(
-            components, connection, full, updates, stored_facts, now, summary, errors, stored.facts
-        )
+        _handle_edges(components, connection, full, updates, now, summary, errors, stored.facts)
 
 
 def _trigger_values(
@@ -412,7 +418,6 @@ def _handle_edges(
     connection: sa.Connection,
     snapshot: PropertySnapshot,
     updates: Sequence[Any],
-    stored_facts: dict[str, Any],
     now: datetime,
     summary: CycleSummary,
     errors: dict[str, str],
@@ -421,8 +426,9 @@ def _handle_edges(
     edges = [u.edge for u in updates if u.edge is not None]
     if not edges:
         return
-    # The rules may read every field: the full context is built only for rows with an event.
+    # Only rows with an event pay for the full context and the JSON form of their facts.
     scope = EvaluationScope(snapshot.facts, now, components.settings.source.zone, previous=previous)
+    stored_facts = facts_for_storage(snapshot.public_facts())
     for edge in edges:
         handle_edge(
             components, connection, snapshot, edge, scope, stored_facts, now, summary, errors

@@ -1,0 +1,63 @@
+"""Which fields triggers read and which triggers must be re-evaluated on an unchanged row."""
+
+from __future__ import annotations
+
+import pytest
+
+from propready.core.cel_fields import referenced_fields, uses_variable
+from propready.core.triggers import TriggerMemory, analyse_triggers, triggers_to_reevaluate
+
+
+@pytest.mark.parametrize(
+    ("source", "fields"),
+    [
+        ('property.status == "Vacant Unrented Ready"', {"status"}),
+        ('has(property.final) && property["odd key"] > 1', {"final", "odd key"}),
+        ('property.status == "property.other"', {"status"}),
+        ("property.exists(k, k == 'x')", None),
+        ("size(property) > 3", None),
+        ("now > today", set()),
+    ],
+)
+def test_referenced_fields(source: str, fields: set[str] | None) -> None:
+    """Field references are found outside string literals; whole-map uses mean every field."""
+    found = referenced_fields(source)
+    assert (None if found is None else set(found)) == fields
+
+
+def test_uses_variable_ignores_string_literals() -> None:
+    """`now` inside a string is not a use of the clock."""
+    assert uses_variable("property.d < now", "now")
+    assert not uses_variable('property.note == "now"', "now")
+
+
+def test_analysis_classifies_triggers() -> None:
+    """Time-based and change-based triggers are told apart; fields are the union read."""
+    analysis = analyse_triggers(
+        {
+            "ready": 'property.status == "Vacant Unrented Ready"',
+            "two_days": 'property.final + duration("48h") <= now',
+            "rent": "has(previous.rent) && previous.rent != property.rent",
+        }
+    )
+    assert analysis.fields == {"status", "final", "rent"}
+    assert analysis.time_based == {"two_days"}
+    assert analysis.change_based == {"rent"}
+
+
+def test_unchanged_rows_reevaluate_only_what_can_move() -> None:
+    """Full passes add time-based triggers; true change triggers fall back; new triggers count."""
+    analysis = analyse_triggers(
+        {"a": "property.x == 1", "t": "now > property.d", "c": "previous.x != property.x"}
+    )
+    memory = {
+        "a": TriggerMemory(True, 1),
+        "t": TriggerMemory(False, 0),
+        "c": TriggerMemory(False, 0),
+    }
+    assert triggers_to_reevaluate(analysis, memory, full_pass=False) == set()
+    assert triggers_to_reevaluate(analysis, memory, full_pass=True) == {"t"}
+    memory["c"] = TriggerMemory(True, 1)
+    assert triggers_to_reevaluate(analysis, memory, full_pass=False) == {"c"}
+    del memory["a"]
+    assert triggers_to_reevaluate(analysis, memory, full_pass=False) == {"a", "c"}
