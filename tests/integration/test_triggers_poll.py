@@ -420,3 +420,18 @@ rules: []
     with parts.state.connect() as connection:
         stored = properties.load_properties(connection, ["U1"], with_facts=True)["U1"]
     assert stored.triggers["typed"].is_true
+
+
+def test_a_poll_already_running_elsewhere_is_not_duplicated(
+    portfolio: Portfolio, make_parts: Any, state_url: str
+) -> None:
+    """On PostgreSQL a second poller skips while the first holds the poll lock."""
+    parts = make_parts(portfolio)
+    if parts.state.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises batches with BEGIN IMMEDIATE instead of a poll lock")
+    with properties.exclusive_poll(parts.state) as first:
+        assert first
+        summary = cycle(parts, Clock(T0))
+    assert summary.poll_skipped
+    assert summary.rows == 0
+    assert cycle(parts, Clock(T0)).new_properties == 3

@@ -53,6 +53,7 @@ class Components:
 @dataclass
 class CycleSummary:
     full_pass: bool = False
+    poll_skipped: bool = False
     source_error: str | None = None
     rows: int = 0
     quarantined: int = 0

@@ -79,7 +79,24 @@ def poll(
     *,
     full_pass: bool | None = None,
 ) -> None:
-    """Run one poll; full or incremental as the checkpoint and settings decide (or `full_pass`)."""
+    """Run one poll; full or incremental as the checkpoint and settings decide (or `full_pass`).
+
+    Only one process polls at a time; a process that finds a poll running skips its own.
+    """
+    with properties.exclusive_poll(components.state) as mine:
+        if not mine:
+            summary.poll_skipped = True
+            log.info("poll_skipped", reason="another process is polling")
+            return
+        _poll(components, now, summary, full_pass)
+
+
+def _poll(
+    components: Components,
+    now: Callable[[], datetime],
+    summary: CycleSummary,
+    full_pass: bool | None,
+) -> None:
     source = components.settings.source
     with components.state.begin() as connection:
         checkpoint = properties.load_checkpoint(connection, CHECKPOINT)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -292,6 +293,33 @@ def count_quarantined(connection: sa.Connection) -> int:
 
 
 # --- checkpoint and source health ------------------------------------------------------------
+
+# pg_advisory_lock key for "a poll is running": any 64-bit number no other application uses.
+POLL_LOCK_KEY = 0x70726F706F6C6C  # "propoll"
+
+
+@contextmanager
+def exclusive_poll(engine: sa.Engine) -> Iterator[bool]:
+    """Hold "the" poll for the duration of the block; yield whether this process got it.
+
+    On PostgreSQL a session advisory lock makes polls exclusive across processes and hosts, so
+    two pollers never race to insert the same new property. SQLite needs none: every batch runs
+    under BEGIN IMMEDIATE, so a second poller sees the first one's committed rows.
+    """
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    with engine.connect() as connection:
+        got = bool(
+            connection.execute(sa.select(sa.func.pg_try_advisory_lock(POLL_LOCK_KEY))).scalar()
+        )
+        connection.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                connection.execute(sa.select(sa.func.pg_advisory_unlock(POLL_LOCK_KEY)))
+                connection.commit()
 
 
 def load_checkpoint(connection: sa.Connection, name: str) -> dict[str, Any]:
