@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from propready.adapters.catalog_file import load_catalog
 from propready.adapters.planomatic import PlanomaticClient
-from propready.adapters.rulefiles import load_rule_set
+from propready.adapters.rule_reloader import load_checked_rules
 from propready.adapters.source import create_source_engine
 from propready.adapters.store.engine import create_state_engine
 from propready.core.catalog import Catalog
@@ -30,10 +30,14 @@ def catalog_for(settings: Settings) -> Catalog:
 @contextmanager
 def components(settings: Settings) -> Iterator[Components]:
     """Real adapters for one process; engines and the HTTP client are closed on exit."""
-    catalog = catalog_for(settings)
-    rules = load_rule_set(settings.rules.path, catalog)
     state = create_state_engine(settings.state.url)
     source = create_source_engine(settings.source.url)
+    try:  # rules are checked against the source query's field names before anything runs
+        rules, catalog = load_checked_rules(settings, source)
+    except BaseException:
+        state.dispose()
+        source.dispose()
+        raise
     client = None
     if settings.orders.mode != "dry_run":
         client = PlanomaticClient(

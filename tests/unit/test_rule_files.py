@@ -82,8 +82,9 @@ def test_a_condition_that_errors_is_false_and_traced() -> None:
     snapshot = PropertySnapshot("P1", {"status": "Vacant Unrented Ready"})
     decision = decide(rules, snapshot, "ready", EvaluationScope(snapshot.facts, NOW, DENVER))
     assert decision.rule_id is None
-    assert decision.trace[0].error is not None
-    assert "missing field" in decision.trace[0].error
+    when = next(t for t in decision.trace if t.kind == "when")
+    assert when.error is not None
+    assert "missing field" in when.error
 
 
 def test_dates_compare_as_dates_in_the_source_time_zone() -> None:
@@ -121,19 +122,25 @@ def test_yaml_1_1_booleans_stay_strings() -> None:
             GOOD.replace("quantity: 25", "quantity: 12"),
             "r.yaml:8: rule 'sfr': photos does not accept quantity 12",
         ),
-        (GOOD + "    colour: blue\n", "r.yaml:9: rules.0.colour: unknown field"),
+        (GOOD + "    colour: blue\n", "r.yaml:9: rule 'sfr': colour: unknown field"),
         (
             GOOD + "    metadata: {a: '1', b: '2', c: '3', d: '4', e: '5'}\n",
-            "r.yaml:9: rules.0.metadata",
+            "r.yaml:9: rule 'sfr': metadata: at most 4 keys, found 5",
         ),
         (GOOD + "    metadata: {bad-key: x}\n", "r.yaml:9: rule 'sfr': metadata key 'bad-key'"),
-        (GOOD + "    order_notes: " + "x" * 1001 + "\n", "r.yaml:9: rules.0.order_notes"),
-        (GOOD + "    enabled: yes\n", "r.yaml:9: rules.0.enabled: Input should be a valid boolean"),
+        (
+            GOOD + "    order_notes: " + "x" * 1001 + "\n",
+            "r.yaml:9: rule 'sfr': order_notes: at most 1000 characters, found 1001",
+        ),
+        (
+            GOOD + "    enabled: yes\n",
+            "r.yaml:9: rule 'sfr': enabled: expected true or false, got the text 'yes'",
+        ),
         (GOOD.replace("  ready:", "  ready: x\n  ready:"), "r.yaml:3: duplicate key 'ready'"),
         (GOOD + GOOD.split("rules:\n")[1], "r.yaml:9: rule id 'sfr' is used twice"),
         (
             GOOD.replace("    services:\n      - {slug: photos, quantity: 25}\n", ""),
-            "r.yaml:4: rules.0.services: required field is missing",
+            "r.yaml:4: rule 'sfr': services: required field is missing",
         ),
     ],
 )

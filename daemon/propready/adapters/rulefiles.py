@@ -1,150 +1,51 @@
 """Rule files on disk: YAML (strings stay strings) with CEL, validated with file and line.
 
 Loading reports every problem it finds, each as `file:line: reason`, and refuses the whole set
-if there is any: a rule set is used only when all of it is valid.
+if there is any: a rule set is used only when all of it is valid. When the source query's column
+names are known (`known_fields`), every `property.NAME` an expression reads must be one of them.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ValidationError
 
+from propready.adapters.rule_yaml import RuleFileError, RuleProblem, YamlPath, line_of, read_yaml
+from propready.adapters.rulefile_models import (
+    FileModel,
+    RuleModel,
+    describe,
+    validation_problems,
+)
+from propready.adapters.rulefile_tests import build_tests
 from propready.core.catalog import Catalog
 from propready.core.expressions import (
     Expression,
     ExpressionError,
     SourceLocation,
     compile_expression,
+    unknown_fields,
 )
-from propready.core.rules import Rule, RuleSet, ServiceSpec
+from propready.core.rules import Rule, RuleSet, RuleTest, ServiceSpec
 
-Path_ = tuple[str | int, ...]
+__all__ = [
+    "RuleFileError",
+    "RuleProblem",
+    "load_rule_set",
+    "parse_rule_files",
+    "rule_files_in",
+    "rules_version",
+]
 
-
-@dataclass(frozen=True, slots=True)
-class RuleProblem:
-    location: SourceLocation
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.location}: {self.reason}"
-
-
-class RuleFileError(ValueError):
-    """The rule files cannot be used; `problems` lists every one found."""
-
-    def __init__(self, problems: list[RuleProblem]) -> None:
-        super().__init__("\n".join(str(p) for p in problems))
-        self.problems = problems
-
-
-class _StringKeepingLoader(yaml.SafeLoader):
-    """YAML with 1.2 scalars: only true/false are booleans, no octal, no `on`/`no` surprises."""
-
-
-_StringKeepingLoader.yaml_implicit_resolvers = {
-    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_StringKeepingLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-_OCTAL_OR_SEXAGESIMAL = re.compile(r"^[-+]?(0[0-7_]+|[0-9][0-9_]*(:[0-5]?[0-9])+)$")
-
-
-def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int | str:
-    text = loader.construct_scalar(node)
-    if _OCTAL_OR_SEXAGESIMAL.match(text):
-        return text  # YAML 1.1 would read 0777 as 511 and 1:30 as 90
-    return int(text.replace("_", ""), 0)
-
-
-_StringKeepingLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
-
-
-def _read_yaml(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
-    """Parse YAML keeping the line of every key and item; refuse duplicate keys."""
-    loader = _StringKeepingLoader(text)
-    try:
-        node = loader.get_single_node()
-        lines: dict[Path_, int] = {}
-        return _to_python(loader, node, (), lines, file), lines
-    finally:
-        loader.dispose()
-
-
-def _to_python(
-    loader: yaml.SafeLoader, node: yaml.Node | None, path: Path_, lines: dict[Path_, int], file: str
-) -> Any:
-    if node is None:
-        return None
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node)
-            if key in result:
-                raise RuleFileError(
-                    [
-                        RuleProblem(
-                            SourceLocation(file, key_node.start_mark.line + 1),
-                            f"duplicate key {key!r}",
-                        )
-                    ]
-                )
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            result[key] = _to_python(loader, value_node, (*path, key), lines, file)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _to_python(loader, item, (*path, index), lines, file)
-            for index, item in enumerate(node.value)
-        ]
-    return loader.construct_object(node)
-
-
-_IDENT = r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$"
-
-
-class _ServiceModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    slug: StrictStr
-    quantity: StrictInt | StrictStr = 1
-
-
-class _RuleModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: StrictStr = Field(pattern=_IDENT)
-    triggered_by: list[StrictStr] = Field(min_length=1)
-    when: StrictStr | None = None
-    services: list[_ServiceModel] = Field(min_length=1)
-    billing_entity_slug: StrictStr | None = Field(default=None, min_length=1, max_length=255)
-    metadata: dict[StrictStr, StrictStr] = Field(default_factory=dict, max_length=4)
-    order_notes: StrictStr | None = Field(default=None, max_length=1000)
-    property_access: dict[StrictStr, StrictStr | StrictBool] = Field(default_factory=dict)
-    duplicate_window_hours: StrictInt | float | None = Field(default=None, ge=0)
-    priority: StrictInt = 0
-    enabled: StrictBool = True
-    requires_approval: StrictBool = False
-
-
-class _RuleFileModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    hit_policy: Literal["first", "collect"] | None = None
-    triggers: dict[StrictStr, StrictStr] = Field(default_factory=dict)
-    rules: list[_RuleModel] = Field(default_factory=list)
-    tests: list[dict[str, Any]] = Field(default_factory=list)  # run by `rules test` (later issue)
-
-
+_TRIGGER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,99}$")
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_]{1,60}$")
+_ACCESS_METHODS = frozenset({"lockbox_code", "keypad", "rently", "no_access_needed"})
 _ACCESS_KEYS = frozenset(
     {
         "vacant",
@@ -159,91 +60,139 @@ _ACCESS_KEYS = frozenset(
 )
 
 
+class _Checker:
+    """Collects problems for one rule set, with the file and line of each."""
+
+    def __init__(self, catalog: Catalog, known_fields: Collection[str] | None) -> None:
+        self.catalog = catalog
+        self.known_fields = frozenset(known_fields) if known_fields is not None else None
+        self.problems: list[RuleProblem] = []
+
+    def add(self, location: SourceLocation, reason: str) -> None:
+        self.problems.append(RuleProblem(location, reason))
+
+    def compile(self, source: str, location: SourceLocation, label: str) -> Expression | None:
+        """Compile a CEL expression; report syntax errors, unknown variables and fields."""
+        try:
+            expression = compile_expression(source, location)
+        except ExpressionError as exc:
+            self.add(exc.location, f"{label}: {exc.message}")
+            return None
+        if self.known_fields is not None:
+            for reference in unknown_fields(expression, self.known_fields):
+                self.add(
+                    reference.location,
+                    f"{label}: unknown field property.{reference.name} "
+                    f"(the source query does not return it{self._closest(reference.name)})",
+                )
+        return expression
+
+    def _closest(self, name: str) -> str:
+        close = difflib.get_close_matches(name, sorted(self.known_fields or ()), n=1)
+        return f"; did you mean {close[0]!r}?" if close else ""
+
+    def validate(
+        self,
+        model: type[BaseModel],
+        data: Any,
+        file: str,
+        lines: dict[YamlPath, int],
+        base: YamlPath,
+        label: str,
+    ) -> Any:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            self.problems.extend(validation_problems(exc, model, file, lines, base, label))
+            return None
+
+
 def rule_files_in(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     return sorted(p for p in path.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
 
 
-def load_rule_set(path: Path, catalog: Catalog) -> RuleSet:
+def load_rule_set(
+    path: Path, catalog: Catalog, known_fields: Collection[str] | None = None
+) -> RuleSet:
     """Load every rule file under `path`; raise RuleFileError listing every problem."""
     files = rule_files_in(path)
     if not files:
         raise RuleFileError(
             [RuleProblem(SourceLocation(str(path), 0), "no *.yaml rule files here")]
         )
-    return parse_rule_files([(str(f), f.read_text("utf-8")) for f in files], catalog)
+    sources = []
+    for file in files:
+        try:
+            sources.append((str(file), file.read_text("utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RuleFileError(
+                [RuleProblem(SourceLocation(str(file), 0), f"cannot read: {exc}")]
+            ) from None
+    return parse_rule_files(sources, catalog, known_fields)
 
 
-def parse_rule_files(sources: Iterable[tuple[str, str]], catalog: Catalog) -> RuleSet:
+def parse_rule_files(
+    sources: Iterable[tuple[str, str]],
+    catalog: Catalog,
+    known_fields: Collection[str] | None = None,
+) -> RuleSet:
+    """Build a rule set from (file name, text) pairs; raise RuleFileError listing every problem."""
     sources = list(sources)
-    problems: list[RuleProblem] = []
+    checker = _Checker(catalog, known_fields)
     triggers: dict[str, Expression] = {}
-    rules: list[Rule] = []
-    rule_lines: dict[str, SourceLocation] = {}
-    policies: set[str] = set()
-    parsed: list[tuple[str, _RuleFileModel, dict[Path_, int]]] = []
+    parsed: list[tuple[str, FileModel, dict[YamlPath, int]]] = []
     for file, text in sources:
         try:
-            data, lines = _read_yaml(text, file)
+            data, lines = read_yaml(text, file)
         except RuleFileError as exc:
-            problems.extend(exc.problems)
-            continue
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else 0
-            problems.append(
-                RuleProblem(
-                    SourceLocation(file, line), f"not valid YAML: {getattr(exc, 'problem', exc)}"
-                )
-            )
+            checker.problems.extend(exc.problems)
             continue
         if data is None:
             data = {}
-        try:
-            model = _RuleFileModel.model_validate(data)
-        except ValidationError as exc:
-            problems.extend(_validation_problems(exc, file, lines))
+        if not isinstance(data, dict):
+            checker.add(
+                SourceLocation(file, line_of(lines, ())),
+                "expected a mapping with triggers, rules and tests, " + describe(data),
+            )
             continue
-        if model.hit_policy:
-            policies.add(model.hit_policy)
+        model = checker.validate(FileModel, data, file, lines, (), "")
+        if model is None:
+            continue
         parsed.append((file, model, lines))
-        for name, source in model.triggers.items():
-            location = SourceLocation(file, lines.get(("triggers", name), 0))
-            if name in triggers:
-                problems.append(
-                    RuleProblem(
-                        location,
-                        f"trigger {name!r} is defined twice (also at {triggers[name].location})",
-                    )
-                )
-                continue
-            try:
-                triggers[name] = compile_expression(source, location)
-            except ExpressionError as exc:
-                problems.append(RuleProblem(exc.location, f"trigger {name!r}: {exc.message}"))
+        _add_triggers(checker, model, file, lines, triggers)
+    policies = {m.hit_policy for _, m, _ in parsed if m.hit_policy}
+    if len(policies) > 1:
+        checker.add(SourceLocation(sources[0][0], 1), "rule files disagree on hit_policy")
+    rules: list[Rule] = []
+    first_seen: dict[str, SourceLocation] = {}
     for file, model, lines in parsed:
         for index, raw in enumerate(model.rules):
-            rule, rule_problems = _build_rule(raw, file, lines, index, triggers, catalog)
-            problems.extend(rule_problems)
-            if raw.id in rule_lines:
-                problems.append(
-                    RuleProblem(
-                        SourceLocation(file, lines.get(("rules", index, "id"), 0)),
-                        f"rule id {raw.id!r} is used twice (first at {rule_lines[raw.id]})",
-                    )
-                )
-            rule_lines.setdefault(raw.id, SourceLocation(file, lines.get(("rules", index), 0)))
+            base: YamlPath = ("rules", index)
+            label = _rule_label(raw, index)
+            rule_model = checker.validate(RuleModel, raw, file, lines, base, label)
+            if rule_model is None:
+                continue
+            where = SourceLocation(file, line_of(lines, (*base, "id")))
+            if rule_model.id in first_seen:
+                first = first_seen[rule_model.id]
+                checker.add(where, f"rule id {rule_model.id!r} is used twice (first at {first})")
+            first_seen.setdefault(rule_model.id, where)
+            rule = _build_rule(checker, rule_model, file, lines, base, triggers)
             if rule is not None:
                 rules.append(rule)
-    if len(policies) > 1:
-        problems.append(
-            RuleProblem(SourceLocation(sources[0][0], 0), "rule files disagree on hit_policy")
+    tests: list[RuleTest] = []
+    for file, model, lines in parsed:
+        built, problems = build_tests(
+            model.tests, file, lines, triggers, set(first_seen), checker.catalog, known_fields
         )
-    if problems:
-        raise RuleFileError(problems)
+        tests.extend(built)
+        checker.problems.extend(problems)
+    if checker.problems:
+        raise RuleFileError(checker.problems)
     policy: Literal["first", "collect"] = "collect" if policies == {"collect"} else "first"
-    return RuleSet(triggers, tuple(rules), rules_version(sources), policy)
+    return RuleSet(triggers, tuple(rules), rules_version(sources), policy, tuple(tests))
 
 
 def rules_version(sources: Iterable[tuple[str, str]]) -> str:
@@ -254,89 +203,76 @@ def rules_version(sources: Iterable[tuple[str, str]]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _build_rule(
-    raw: _RuleModel,
-    file: str,
-    lines: dict[Path_, int],
-    index: int,
-    triggers: dict[str, Expression],
-    catalog: Catalog,
-) -> tuple[Rule | None, list[RuleProblem]]:
-    def at(*path: str | int) -> SourceLocation:
-        return SourceLocation(
-            file, lines.get(("rules", index, *path), lines.get(("rules", index), 0))
-        )
+def _rule_label(raw: Any, index: int) -> str:
+    rule_id = raw.get("id") if isinstance(raw, dict) else None
+    return f"rule {rule_id!r}: " if isinstance(rule_id, str) else f"rules[{index}]: "
 
-    problems: list[RuleProblem] = []
+
+def _add_triggers(
+    checker: _Checker,
+    model: FileModel,
+    file: str,
+    lines: dict[YamlPath, int],
+    triggers: dict[str, Expression],
+) -> None:
+    for name, source in model.triggers.items():
+        location = SourceLocation(file, line_of(lines, ("triggers", name)))
+        if not isinstance(name, str) or not _TRIGGER_NAME.match(name):
+            checker.add(
+                location,
+                f"trigger name {name!r} must start with a letter and use only letters, "
+                "digits and _",
+            )
+            continue
+        if not isinstance(source, str):
+            checker.add(location, f"trigger {name!r}: expected a CEL condition, {describe(source)}")
+            continue
+        if name in triggers:
+            checker.add(
+                location, f"trigger {name!r} is defined twice (also at {triggers[name].location})"
+            )
+            continue
+        expression = checker.compile(source, location, f"trigger {name!r}")
+        if expression is not None:
+            triggers[name] = expression
+
+
+def _build_rule(
+    checker: _Checker,
+    raw: RuleModel,
+    file: str,
+    lines: dict[YamlPath, int],
+    base: YamlPath,
+    triggers: dict[str, Expression],
+) -> Rule | None:
+    def at(*path: str | int) -> SourceLocation:
+        return SourceLocation(file, line_of(lines, (*base, *path)))
+
+    before = len(checker.problems)
+    label = f"rule {raw.id!r}"
     for position, name in enumerate(raw.triggered_by):
         if name not in triggers:
             known = ", ".join(sorted(triggers)) or "none defined"
-            problems.append(
-                RuleProblem(
-                    at("triggered_by", position),
-                    f"rule {raw.id!r}: unknown trigger {name!r} (known: {known})",
-                )
+            checker.add(
+                at("triggered_by", position), f"{label}: unknown trigger {name!r} (known: {known})"
             )
-    when: Expression | None = None
-    if raw.when is not None:
-        try:
-            when = compile_expression(raw.when, at("when"))
-        except ExpressionError as exc:
-            problems.append(RuleProblem(exc.location, f"rule {raw.id!r}: when: {exc.message}"))
-    services: list[ServiceSpec] = []
-    for position, service in enumerate(raw.services):
-        entry = catalog.get(service.slug)
-        where = at("services", position)
-        if entry is None:
-            problems.append(
-                RuleProblem(
-                    where, f"rule {raw.id!r}: service {service.slug!r} is not in the catalog"
-                )
-            )
-            continue
-        if isinstance(service.quantity, int):
-            if not entry.accepts_quantity(service.quantity):
-                allowed = ", ".join(map(str, sorted(entry.quantities))) or "any positive integer"
-                problems.append(
-                    RuleProblem(
-                        where,
-                        f"rule {raw.id!r}: {service.slug} does not accept quantity "
-                        f"{service.quantity} (allowed: {allowed})",
-                    )
-                )
-            services.append(ServiceSpec(service.slug, service.quantity))
-            continue
-        try:
-            services.append(ServiceSpec(service.slug, compile_expression(service.quantity, where)))
-        except ExpressionError as exc:
-            problems.append(RuleProblem(exc.location, f"rule {raw.id!r}: quantity: {exc.message}"))
+    when = checker.compile(raw.when, at("when"), f"{label}: when") if raw.when else None
+    services = _services(checker, raw, at, label)
     for key, value in raw.metadata.items():
         if not _METADATA_KEY.match(key):
-            problems.append(
-                RuleProblem(
-                    at("metadata", key),
-                    f"rule {raw.id!r}: metadata key {key!r} must be 1-60 characters "
-                    "of A-Z, a-z, 0-9 and _",
-                )
+            checker.add(
+                at("metadata", key),
+                f"{label}: metadata key {key!r} must be 1-60 characters of A-Z, a-z, 0-9 and _",
             )
         if len(value) > 255:
-            problems.append(
-                RuleProblem(
-                    at("metadata", key),
-                    f"rule {raw.id!r}: metadata value of {key!r} is longer than 255 characters",
-                )
+            checker.add(
+                at("metadata", key),
+                f"{label}: metadata value of {key!r} is longer than 255 characters ({len(value)})",
             )
-    for key in raw.property_access:
-        if key not in _ACCESS_KEYS:
-            problems.append(
-                RuleProblem(
-                    at("property_access", key),
-                    f"rule {raw.id!r}: unknown property_access field {key!r}",
-                )
-            )
-    if problems:
-        return None, problems
-    rule = Rule(
+    _check_access(checker, raw, at, label)
+    if len(checker.problems) > before:
+        return None
+    return Rule(
         id=raw.id,
         triggered_by=tuple(raw.triggered_by),
         when=when,
@@ -353,31 +289,70 @@ def _build_rule(
         enabled=raw.enabled,
         requires_approval=raw.requires_approval,
     )
-    return rule, []
 
 
-def _validation_problems(
-    exc: ValidationError, file: str, lines: dict[Path_, int]
-) -> list[RuleProblem]:
-    problems = []
-    for error in exc.errors():
-        loc = tuple(error["loc"])
-        # pydantic appends the union member it tried ("str", "int"); drop those for the line lookup.
-        path = tuple(
-            p
-            for p in loc
-            if not (
-                isinstance(p, str) and p in {"str", "int", "bool", "float", "function-after[...]"}
+def _services(checker: _Checker, raw: RuleModel, at: Any, label: str) -> list[ServiceSpec]:
+    services: list[ServiceSpec] = []
+    seen: set[str] = set()
+    for position, service in enumerate(raw.services):
+        where = at("services", position)
+        entry = checker.catalog.get(service.slug)
+        if service.slug in seen:
+            checker.add(where, f"{label}: service {service.slug!r} is listed twice")
+        seen.add(service.slug)
+        if entry is None:
+            known = ", ".join(sorted(checker.catalog.services))
+            checker.add(
+                where, f"{label}: service {service.slug!r} is not in the catalog (known: {known})"
             )
-        )
-        line = 0
-        for cut in range(len(path), -1, -1):
-            if path[:cut] in lines:
-                line = lines[path[:cut]]
-                break
-        field = ".".join(str(p) for p in path) or "file"
-        reason = "unknown field" if error["type"] == "extra_forbidden" else error["msg"]
-        if error["type"] == "missing":
-            reason = "required field is missing"
-        problems.append(RuleProblem(SourceLocation(file, line), f"{field}: {reason}"))
-    return problems
+            continue
+        if checker.known_fields is not None:
+            for required in entry.required_fields:
+                if required not in checker.known_fields:
+                    checker.add(
+                        where,
+                        f"{label}: {service.slug} needs the field {required!r}, which the "
+                        "source query does not return",
+                    )
+        quantity = service.quantity
+        if isinstance(quantity, int) and not isinstance(quantity, bool):
+            if not entry.accepts_quantity(quantity):
+                allowed = ", ".join(map(str, sorted(entry.quantities))) or "any positive integer"
+                checker.add(
+                    where,
+                    f"{label}: {service.slug} does not accept quantity {quantity} "
+                    f"(allowed: {allowed})",
+                )
+            services.append(ServiceSpec(service.slug, quantity))
+        elif isinstance(quantity, str):
+            expression = checker.compile(quantity, where, f"{label}: quantity of {service.slug}")
+            if expression is not None:
+                services.append(ServiceSpec(service.slug, expression))
+        else:
+            checker.add(
+                where,
+                f"{label}: quantity of {service.slug} must be a whole number or a quoted CEL "
+                f"expression, {describe(quantity)}",
+            )
+    return services
+
+
+def _check_access(checker: _Checker, raw: RuleModel, at: Any, label: str) -> None:
+    for key, value in raw.property_access.items():
+        where = at("property_access", key)
+        if key not in _ACCESS_KEYS:
+            known = ", ".join(sorted(_ACCESS_KEYS))
+            checker.add(where, f"{label}: unknown property_access field {key!r} (known: {known})")
+        elif key == "vacant":
+            if not isinstance(value, bool):
+                checker.add(
+                    where,
+                    f"{label}: property_access.vacant must be true or false, {describe(value)}",
+                )
+        elif not isinstance(value, str):
+            checker.add(where, f"{label}: property_access.{key}: expected text, {describe(value)}")
+        elif key == "method_of_access" and value not in _ACCESS_METHODS:
+            known = ", ".join(sorted(_ACCESS_METHODS))
+            checker.add(
+                where, f"{label}: property_access.method_of_access {value!r} is not one of {known}"
+            )

@@ -19,6 +19,7 @@ from propready.cli.orders_commands import orders_group
 from propready.cli.rules_commands import rules_group
 from propready.cli.run_commands import check_command, run_command
 from propready.cli.sandbox_command import sandbox_command
+from propready.cli.simulate_command import simulate_command
 from propready.settings import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,6 +58,7 @@ for command in (
     audit_command,
     explain_command,
     sandbox_command,
+    simulate_command,
     backfill_command,
 ):
     cli.add_command(command)

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 import structlog
 
 from propready.adapters.planomatic import RETRIEVE_PATH
+from propready.adapters.rule_reloader import RuleReloader, pending_refusals
 from propready.adapters.rulefiles import RuleFileError, load_rule_set
 from propready.adapters.source import create_source_engine
 from propready.adapters.store import migrate
@@ -22,6 +23,7 @@ from propready.settings import Settings
 from propready.wiring import catalog_for, components, utc_now
 
 log = structlog.get_logger("propready.run")
+RULES_WATCH_SECONDS = 2  # how often the daemon looks for changed rule files
 
 
 def _require_migrated(settings: Settings) -> None:
@@ -65,14 +67,27 @@ def run_command(ctx: click.Context, once: bool) -> None:
                 "misfire_grace_time": settings.source.poll_interval_seconds,
             }
         )
+        # Hot reload of the rule files (issue 4): cycles run under the reloader's lock, so a
+        # new rule set is swapped in between cycles, never during one.
+        reloader = RuleReloader(parts, utc_now)
+        reloader.record_startup()
         scheduler.add_job(
-            run_cycle,
+            reloader.run_guarded,
             "interval",
-            args=(parts, utc_now),
+            args=(run_cycle, parts, utc_now),
             seconds=settings.source.poll_interval_seconds,
             next_run_time=utc_now(),
             id="cycle",
         )
+        scheduler.add_job(
+            reloader.check_files, "interval", seconds=RULES_WATCH_SECONDS, id="rules_watch"
+        )
+
+        def _reload(_signum: int, _frame: FrameType | None) -> None:
+            log.info("reload_requested", signal="SIGHUP")
+            scheduler.add_job(
+                reloader.reload, args=("SIGHUP",), id="rules_reload", replace_existing=True
+            )
 
         def _stop(signum: int, _frame: FrameType | None) -> None:
             log.info("stopping", signal=signal.Signals(signum).name)
@@ -80,6 +95,7 @@ def run_command(ctx: click.Context, once: bool) -> None:
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGHUP, _reload)
         scheduler.start()
         log.info("stopped")
 
@@ -102,6 +118,7 @@ def check_command(ctx: click.Context) -> None:
         results.append(
             ("rules", False, f"{len(exc.problems)} problem(s); first: {exc.problems[0]}")
         )
+    results.extend(("reload", False, line) for line in pending_refusals(settings.state.url))
     results.append(_check_state(settings))
     results.append(_check_source(settings))
     results.append(_check_vendor(settings))

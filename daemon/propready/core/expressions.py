@@ -3,19 +3,44 @@
 Null semantics (design.md section 5): CEL raises on `null > 1` and on a field the property lacks.
 A condition whose evaluation raises is *false*, and the error is kept in the decision trace, so a
 home with a missing value is never ordered by accident and an analyst can see why.
+
+Field names: the `cel` binding's Program lists the variables an expression reads (`property`)
+but not the fields read from them, so compiling also finds `property.NAME` and
+`property["NAME"]` (and the same on `previous`) with a small tokenizer over the expression text.
+A tokenizer, not a regular expression, because it must skip string literals (`"property.x"` is
+text, not a reference) and comments, and must know comprehension variables
+(`tags.exists(t, ...)`) to tell a typo (`proprety.x`) from a bound name.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone, tzinfo
+from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import cel
 
 _CEL_LOCATION = re.compile(r"<input>:(\d+):(\d+):\s*(.*)")
+
+# What an expression may read: the property's facts, the time of the decision, today's midnight,
+# and `previous`, the facts as they were when the property last changed (a map, empty when the
+# property is new): `has(previous.rent) && previous.rent != property.rent` is a "field changed".
+VARIABLES = frozenset({"property", "now", "today", "previous"})
+_FACT_MAPS = frozenset({"property", "previous"})  # both hold the source query's columns
+_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+_STRING = (
+    r"[rRbB]{0,2}(?:'{3}(?:\\.|.)*?'{3}|\"{3}(?:\\.|.)*?\"{3}"
+    r"|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\")"
+)
+_TOKEN = re.compile(
+    rf"(?P<comment>//[^\n]*)|(?P<string>{_STRING})|(?P<ident>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<number>[0-9][0-9A-Za-z_.]*)|(?P<space>\s+)|(?P<punct>.)",
+    re.DOTALL,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,28 +62,130 @@ class ExpressionError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class FieldReference:
+    """`property.NAME` (or `property["NAME"]`, or the same on `previous`) and where it stands."""
+
+    name: str
+    location: SourceLocation
+
+
+@dataclass(frozen=True, slots=True)
 class Expression:
     source: str
     program: Any  # cel.Program (the package ships no type information)
     location: SourceLocation
+    references: tuple[FieldReference, ...] = ()
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The property fields this expression reads, each once, in order of appearance."""
+        return tuple(dict.fromkeys(r.name for r in self.references))
+
+
+def _line_in_file(source: str, location: SourceLocation, line_in_source: int) -> SourceLocation:
+    # Block scalars (`when: |`) start on the line after the key.
+    block = 1 if "\n" in source.rstrip("\n") else 0
+    return SourceLocation(location.file, location.line + line_in_source + block)
 
 
 def compile_expression(source: str, location: SourceLocation) -> Expression:
-    """Compile CEL, mapping the compiler's `<input>:LINE:COL` onto the rule file's own line."""
+    """Compile CEL, mapping the compiler's `<input>:LINE:COL` onto the rule file's own line.
+
+    Also refuses variables other than property, now, today and previous (a typo such as
+    `proprety.x` would otherwise only fail at evaluation time, as a silently false condition).
+    """
     try:
         program = cel.compile(source)
     except ValueError as exc:
         text = str(exc)
         match = _CEL_LOCATION.search(text)
-        line = location.line
+        where = location
         reason = text.splitlines()[0]
         if match:
-            # Block scalars (`when: |`) start on the line after the key.
-            offset = int(match.group(1)) - 1 + (1 if "\n" in source.rstrip("\n") else 0)
-            line = location.line + offset
+            where = _line_in_file(source, location, int(match.group(1)) - 1)
             reason = f"CEL syntax error at column {match.group(2)}: {match.group(3)}"
-        raise ExpressionError(reason, SourceLocation(location.file, line)) from None
-    return Expression(source, program, location)
+        raise ExpressionError(reason, where) from None
+    tokens = _tokens(source)
+    unknown = set(program.variables()) - VARIABLES - _bound_names(tokens)
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ExpressionError(
+            f"unknown variable {name!r} (expressions read property, now, today and previous)",
+            location,
+        )
+    references = tuple(
+        FieldReference(name, _line_in_file(source, location, source.count("\n", 0, offset)))
+        for name, offset in _field_references(tokens)
+    )
+    return Expression(source, program, location, references)
+
+
+def _tokens(source: str) -> list[tuple[str, str, int]]:
+    """(kind, text, offset) of every token except spaces and comments."""
+    return [
+        (match.lastgroup or "", match.group(), match.start())
+        for match in _TOKEN.finditer(source)
+        if match.lastgroup not in ("space", "comment")
+    ]
+
+
+def _bound_names(tokens: list[tuple[str, str, int]]) -> set[str]:
+    """Variables bound by comprehension macros: `.exists(t, ...)` binds t."""
+    bound = set()
+    for i in range(len(tokens) - 4):
+        dot, macro, paren, name, comma = tokens[i : i + 5]
+        if (
+            dot[1] == "."
+            and macro[1] in _MACROS
+            and paren[1] == "("
+            and name[0] == "ident"
+            and comma[1] == ","
+        ):
+            bound.add(name[1])
+    return bound
+
+
+def _field_references(tokens: list[tuple[str, str, int]]) -> list[tuple[str, int]]:
+    found: list[tuple[str, int]] = []
+    for i, (kind, text, offset) in enumerate(tokens):
+        if kind != "ident" or text not in _FACT_MAPS or (i > 0 and tokens[i - 1][1] == "."):
+            continue
+        following = tokens[i + 1 : i + 4]
+        if len(following) >= 2 and following[0][1] == "." and following[1][0] == "ident":
+            found.append((following[1][1], offset))
+        elif (
+            len(following) == 3
+            and following[0][1] == "["
+            and following[1][0] == "string"
+            and following[2][1] == "]"
+        ):
+            literal = following[1][1].lstrip("rRbB")
+            if not literal.startswith(("'''", '"""')):
+                found.append((literal[1:-1], offset))
+    return found
+
+
+def unknown_fields(expression: Expression, known: Collection[str]) -> list[FieldReference]:
+    """References to fields the source query does not return."""
+    return [r for r in expression.references if r.name not in known]
+
+
+_PLAIN = frozenset({str, int, float, bool, Decimal, type(None)})
+
+
+def _facts_value(facts: Mapping[str, Any], zone: tzinfo) -> dict[str, Any]:
+    """The facts as one CEL map; only values the binding cannot take as they are get converted."""
+    return {
+        key: value if type(value) in _PLAIN else to_cel_value(value, zone)
+        for key, value in facts.items()
+    }
+
+
+@lru_cache(maxsize=64)
+def _clock_values(now: datetime, zone: tzinfo) -> tuple[datetime, datetime]:
+    """`now` and `today` as CEL takes them; a poll builds thousands of scopes with one `now`."""
+    today = datetime.combine(now.astimezone(zone).date(), time.min, tzinfo=zone)
+    return to_cel_value(now.astimezone(UTC), zone), to_cel_value(today, zone)
 
 
 def to_cel_value(value: Any, zone: tzinfo) -> Any:
@@ -92,13 +219,20 @@ class EvaluationScope:
     ) -> None:
         if now.tzinfo is None:
             raise ValueError("now must be an aware datetime")
-        local_now = now.astimezone(zone)
-        today = datetime.combine(local_now.date(), time.min, tzinfo=zone)
+        now_value, today_value = _clock_values(now, zone)
+        self._facts = facts
         self._context = cel.Context()
-        self._context.add_variable("property", to_cel_value(dict(facts), zone))
-        self._context.add_variable("now", to_cel_value(now.astimezone(UTC), zone))
-        self._context.add_variable("today", to_cel_value(today, zone))
-        self._context.add_variable("previous", to_cel_value(dict(previous or {}), zone))
+        # One update, not four add_variable calls: each change discards the binding's cached
+        # environment. Plain values pass through as they are (see _facts_value); together this
+        # makes a scope about 3x cheaper to build, and building it is most of a poll's CEL cost.
+        self._context.update(
+            {
+                "property": _facts_value(facts, zone),
+                "now": now_value,
+                "today": today_value,
+                "previous": _facts_value(previous, zone) if previous else {},
+            }
+        )
 
     def evaluate(self, expression: Expression) -> tuple[Any, str | None]:
         """(value, None) or (None, error text) when evaluation raised."""
@@ -115,3 +249,7 @@ class EvaluationScope:
         if not isinstance(value, bool):
             return False, f"condition gave {type(value).__name__}, not a boolean"
         return value, None
+
+    def facts_read(self, expression: Expression) -> dict[str, Any]:
+        """The facts an expression reads, as the property has them (absent fields left out)."""
+        return {name: self._facts[name] for name in expression.fields if name in self._facts}

@@ -41,12 +41,19 @@ class ServiceLine:
 
 @dataclass(frozen=True, slots=True)
 class ConditionTrace:
-    """One evaluated condition, with its outcome or the error that made it false."""
+    """One evaluated condition, with its outcome or the error that made it false.
+
+    `kind`: "trigger" (rule_id holds the trigger name), "when", "quantity", or "skipped" /
+    "disabled" for rules that answer the trigger but were not evaluated. `facts`: the values of
+    the property fields the expression read (secrets masked).
+    """
 
     rule_id: str
     expression: str
     result: bool
     error: str | None = None
+    kind: str = "when"
+    facts: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +70,9 @@ class Decision:
     requires_approval: bool = False
     trace: tuple[ConditionTrace, ...] = ()
     reason: str = ""
+    considered: tuple[str, ...] = ()  # ids of the rules answering the trigger, in trial order
+    rules_version: str = ""
+    hit_policy: str = "first"
 
     @property
     def orders_something(self) -> bool:

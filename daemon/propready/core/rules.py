@@ -14,7 +14,14 @@ from datetime import datetime, tzinfo
 from typing import Any, Literal
 
 from propready.core.expressions import EvaluationScope, Expression, SourceLocation
-from propready.core.model import ConditionTrace, Decision, PropertySnapshot, ServiceLine
+from propready.core.facts import facts_for_storage
+from propready.core.model import (
+    SECRET_FACTS,
+    ConditionTrace,
+    Decision,
+    PropertySnapshot,
+    ServiceLine,
+)
 
 HitPolicy = Literal["first", "collect"]
 
@@ -43,11 +50,30 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class RuleTest:
+    """A test case from a rule file: given this property and trigger, expect this outcome.
+
+    `expect_rule` / `expect_services` are checked when given; `expect_no_order` says nothing may
+    be ordered (no rule matches, or the trigger is not even true for these facts).
+    """
+
+    name: str
+    trigger: str
+    facts: Mapping[str, Any]
+    location: SourceLocation
+    now: datetime | None = None
+    expect_rule: str | None = None
+    expect_services: tuple[ServiceLine, ...] | None = None
+    expect_no_order: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class RuleSet:
     triggers: Mapping[str, Expression]
     rules: tuple[Rule, ...]
     version: str  # content hash of the rule files
     hit_policy: HitPolicy = "first"
+    tests: tuple[RuleTest, ...] = ()
 
     def rules_for(self, trigger_name: str) -> list[Rule]:
         answering = [r for r in self.rules if r.enabled and trigger_name in r.triggered_by]
@@ -75,34 +101,61 @@ def decide(
     trigger_name: str,
     scope: EvaluationScope,
 ) -> Decision:
-    """Apply the rule set to one readiness event."""
-    candidates = ruleset.rules_for(trigger_name)
-    if not candidates:
-        return Decision(None, reason=f"no enabled rule answers trigger {trigger_name!r}")
+    """Apply the rule set to one readiness event, tracing every condition and why a rule won.
+
+    The trace starts with the trigger's own condition, then lists each rule answering the trigger
+    in trial order: evaluated ("when", "quantity"), not evaluated because an earlier rule won
+    ("skipped"), or switched off ("disabled").
+    """
     trace: list[ConditionTrace] = []
-    matched: list[tuple[Rule, tuple[ServiceLine, ...]]] = []
-    for rule in candidates:
-        holds, error = (True, None) if rule.when is None else scope.is_true(rule.when)
-        trace.append(
-            ConditionTrace(rule.id, rule.when.source if rule.when else "true", holds, error)
+    trigger = ruleset.triggers.get(trigger_name)
+    if trigger is not None:
+        trace.append(_traced(trigger_name, trigger, scope, "trigger"))
+    for rule in ruleset.rules:
+        if not rule.enabled and trigger_name in rule.triggered_by:
+            trace.append(ConditionTrace(rule.id, _when_text(rule), False, kind="disabled"))
+    candidates = ruleset.rules_for(trigger_name)
+    common: dict[str, Any] = {
+        "considered": tuple(r.id for r in candidates),
+        "rules_version": ruleset.version,
+        "hit_policy": ruleset.hit_policy,
+    }
+    if not candidates:
+        return Decision(
+            None,
+            trace=tuple(trace),
+            reason=f"no enabled rule answers trigger {trigger_name!r}",
+            **common,
         )
-        if not holds:
+    matched: list[tuple[Rule, tuple[ServiceLine, ...]]] = []
+    failed: list[Rule] = []
+    for rule in candidates:
+        if matched and ruleset.hit_policy == "first":
+            trace.append(ConditionTrace(rule.id, _when_text(rule), False, kind="skipped"))
+            continue
+        if rule.when is None:
+            trace.append(ConditionTrace(rule.id, "true", True))
+        else:
+            trace.append(_traced(rule.id, rule.when, scope, "when"))
+        if not trace[-1].result:
+            failed.append(rule)
             continue
         services, service_errors = _services_of(rule, scope)
         trace.extend(service_errors)
         if service_errors:
+            failed.append(rule)
             continue
         matched.append((rule, services))
-        if ruleset.hit_policy == "first":
-            break
     if not matched:
-        return Decision(None, trace=tuple(trace), reason="no rule's condition holds")
+        return Decision(
+            None,
+            trace=tuple(trace),
+            reason="no rule's condition holds (tried " + _ids(candidates) + ")",
+            **common,
+        )
     winner, services = matched[0]
     if ruleset.hit_policy == "collect":
         services = _merge_services([lines for _, lines in matched])
-    reason = f"rule {winner.id!r} (priority {winner.priority}) is the first whose condition holds"
-    if ruleset.hit_policy == "collect" and len(matched) > 1:
-        reason = "services collected from rules " + ", ".join(repr(r.id) for r, _ in matched)
     return Decision(
         rule_id=winner.id,
         services=services,
@@ -113,8 +166,46 @@ def decide(
         duplicate_window_hours=winner.duplicate_window_hours,
         requires_approval=winner.requires_approval,
         trace=tuple(trace),
-        reason=reason,
+        reason=_why(ruleset.hit_policy, winner, [r for r, _ in matched], failed),
+        **common,
     )
+
+
+def _why(policy: HitPolicy, winner: Rule, matched: list[Rule], failed: list[Rule]) -> str:
+    if policy == "collect" and len(matched) > 1:
+        return (
+            f"hit policy collect: services merged from rules {_ids(matched)} (a service ordered "
+            f"by several rules takes the largest quantity); rule {winner.id!r} has the highest "
+            "priority and supplies billing, metadata, notes and access"
+        )
+    reason = f"rule {winner.id!r} (priority {winner.priority}) is the first, by priority, whose"
+    reason += " condition holds"
+    earlier = [r for r in failed if r.priority >= winner.priority]
+    if earlier:
+        reason += f"; tried before it and did not hold: {_ids(earlier)}"
+    return reason
+
+
+def _ids(rules: list[Rule]) -> str:
+    return ", ".join(f"{r.id!r}" for r in rules)
+
+
+def _when_text(rule: Rule) -> str:
+    return rule.when.source if rule.when is not None else "true"
+
+
+def _traced(name: str, expression: Expression, scope: EvaluationScope, kind: str) -> ConditionTrace:
+    holds, error = scope.is_true(expression)
+    return ConditionTrace(
+        name, expression.source, holds, error, kind=kind, facts=_shown(scope, expression)
+    )
+
+
+def _shown(scope: EvaluationScope, expression: Expression) -> dict[str, Any]:
+    """The facts read, JSON-safe, with secrets masked: traces go to the audit log."""
+    read = scope.facts_read(expression)
+    safe = facts_for_storage({k: v for k, v in read.items() if k not in SECRET_FACTS})
+    return {**safe, **{k: "***" for k in read if k in SECRET_FACTS}}
 
 
 def _services_of(
@@ -130,7 +221,16 @@ def _services_of(
         if error is None and (isinstance(value, bool) or not isinstance(value, int)):
             error = f"quantity of {spec.slug} gave {value!r}, not an integer"
         if error is not None:
-            errors.append(ConditionTrace(rule.id, spec.quantity.source, False, error))
+            errors.append(
+                ConditionTrace(
+                    rule.id,
+                    spec.quantity.source,
+                    False,
+                    error,
+                    kind="quantity",
+                    facts=_shown(scope, spec.quantity),
+                )
+            )
             continue
         lines.append(ServiceLine(spec.slug, value))
     return tuple(lines), errors

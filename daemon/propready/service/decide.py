@@ -59,7 +59,7 @@ def handle_edge(
             connection,
             "no_rule_matched",
             now,
-            detail={"reason": decision.reason, "trace": trace},
+            detail={"reason": decision.reason, **_explanation(decision), "trace": trace},
             **common,
         )
         return
@@ -72,6 +72,7 @@ def handle_edge(
         rule_id=decision.rule_id,
         detail={
             "reason": decision.reason,
+            **_explanation(decision),
             "services": [{"slug": s.slug, "quantity": s.quantity} for s in decision.services],
             "trace": trace,
         },
@@ -154,13 +155,25 @@ def handle_edge(
     )
 
 
+def _explanation(decision: Decision) -> dict[str, Any]:
+    """Which rules were considered and under which rule set: `propready explain` shows it."""
+    return {
+        "considered": list(decision.considered),
+        "hit_policy": decision.hit_policy,
+        "rules_version": decision.rules_version,
+    }
+
+
 def _trace(decision: Decision) -> list[dict[str, Any]]:
     return [
         {
+            # kind: trigger (rule_id is then the trigger name), when, quantity, skipped, disabled
+            "kind": t.kind,
             "rule_id": t.rule_id,
             "condition": t.expression,
             "result": t.result,
             **({"error": t.error} if t.error else {}),
+            **({"facts": dict(t.facts)} if t.facts else {}),
         }
         for t in decision.trace
     ]
