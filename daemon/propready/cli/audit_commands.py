@@ -1,15 +1,21 @@
-"""`propready audit` and `propready explain`: read the audit log."""
+"""`propready audit` (query, `verify`) and `propready explain`: read and check the audit log."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import click
+import sqlalchemy as sa
 
 from propready.adapters.store import audit
+from propready.adapters.store.audit_chain import anchor_matches, verify_chain
 from propready.adapters.store.engine import create_state_engine
 from propready.cli.context import settings_from
 from propready.cli.output import FORMATS, emit
+from propready.report.story import summarise
 
 COLUMNS = (
     "id",
@@ -21,6 +27,8 @@ COLUMNS = (
     "external_order_id",
     "detail",
 )
+STORY_TABLE_COLUMNS = ("at", "kind", "trigger_name", "rule_id", "external_order_id", "summary")
+STORY_JSON_COLUMNS = (*COLUMNS, "rules_version", "event_id", "order_id", "summary")
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -29,10 +37,23 @@ def _aware(value: datetime | None) -> datetime | None:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-@click.command("audit")
+@contextmanager
+def _state(ctx: click.Context) -> Iterator[sa.Connection]:
+    settings = settings_from(ctx)
+    engine = create_state_engine(settings.state.url)
+    try:
+        with engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
+@click.group("audit", invoke_without_command=True)
 @click.option("--property", "property_id", help="Only this external_property_id.")
 @click.option("--kind", "kinds", multiple=True, help="Only these event kinds (repeatable).")
 @click.option("--rule", "rule_id", help="Only this rule id.")
+@click.option("--entity", "entity", help="Only rows of orders for this billing entity slug.")
+@click.option("--order", "order", help="Only rows of this order (its external_order_id).")
 @click.option(
     "--since", type=click.DateTime(), help="From this time (UTC unless it has an offset)."
 )
@@ -45,33 +66,82 @@ def audit_command(
     property_id: str | None,
     kinds: tuple[str, ...],
     rule_id: str | None,
+    entity: str | None,
+    order: str | None,
     since: datetime | None,
     until: datetime | None,
     limit: int,
     fmt: str,
 ) -> None:
-    """Query the audit log, oldest first.
+    """Query the audit log, oldest first; `audit verify` checks its hash chain.
+
+    An --order or --entity filter also keeps the readiness event and rule decision that led to
+    each matching order.
 
     \b
     Example:
       propready audit --kind order_placed --since 2026-11-01 --format csv
+      propready audit --entity investment_entity_1 --until 2026-12-01
+      propready audit --order PR-DEN-00017-1a2b3c
+      propready audit verify
     """
-    settings = settings_from(ctx)
-    engine = create_state_engine(settings.state.url)
-    try:
-        with engine.begin() as connection:
-            rows = audit.query_events(
-                connection,
-                external_property_id=property_id,
-                kinds=kinds,
-                rule_id=rule_id,
-                since=_aware(since),
-                until=_aware(until),
-                limit=limit,
-            )
-    finally:
-        engine.dispose()
+    if ctx.invoked_subcommand is not None:
+        return
+    with _state(ctx) as connection:
+        rows = audit.query_events(
+            connection,
+            external_property_id=property_id,
+            kinds=kinds,
+            rule_id=rule_id,
+            since=_aware(since),
+            until=_aware(until),
+            limit=limit,
+            billing_entity_slug=entity,
+            external_order_id=order,
+        )
     emit(rows, COLUMNS, fmt, title="audit log")
+
+
+@audit_command.command("verify")
+@click.option(
+    "--anchor",
+    "anchors",
+    multiple=True,
+    metavar="ID:HASH",
+    help="Also check that row ID still has HASH (a head noted down earlier; repeatable).",
+)
+@click.pass_context
+def verify_command(ctx: click.Context, anchors: tuple[str, ...]) -> None:
+    """Walk the audit log's hash chain; exit 1 at the first row that does not check out.
+
+    Prints the head (last id and hash): keep it somewhere else, and pass it back later with
+    --anchor to prove that no rows were cut off the end.
+
+    \b
+    Example:
+      propready audit verify
+      propready audit verify --anchor 18231:4f1c...e9
+    """
+    parsed: list[tuple[int, str]] = []
+    for anchor in anchors:
+        row_id, sep, row_hash = anchor.partition(":")
+        if not sep or not row_id.isdigit() or len(row_hash) != 64:
+            raise click.BadParameter(f"{anchor!r} is not ID:HASH", param_hint="--anchor")
+        parsed.append((int(row_id), row_hash))
+    with _state(ctx) as connection:
+        report = verify_chain(connection)
+        lost = [a for a in parsed if not anchor_matches(connection, *a)]
+    if not report.ok:
+        click.echo(
+            f"BROKEN at audit row {report.broken_id}: {report.problem}"
+            f" ({report.rows} rows before it check out)"
+        )
+        raise SystemExit(1)  # not ctx.exit: main() runs click with standalone_mode=False
+    for lost_id, lost_hash in lost:
+        click.echo(f"BROKEN: anchor row {lost_id} no longer has hash {lost_hash}")
+    if lost:
+        raise SystemExit(1)
+    click.echo(f"OK: {report.rows} rows, head {report.head_id} {report.head_hash or '-'}")
 
 
 @click.command("explain")
@@ -79,19 +149,20 @@ def audit_command(
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.pass_context
 def explain_command(ctx: click.Context, property_id: str, fmt: str) -> None:
-    """The story of one home: its readiness events, rule decisions, blocks and orders, in order.
+    """The story of one home, in time order: readiness events, rule decisions (each rule's
+    condition, result and the values it read), duplicate blocks, orders and their status.
+
+    The table shows one readable line per event; json and csv carry the full detail too.
 
     \b
     Example:
       propready explain DEN-00017
+      propready explain DEN-00017 --format json
     """
-    settings = settings_from(ctx)
-    engine = create_state_engine(settings.state.url)
-    try:
-        with engine.begin() as connection:
-            rows = audit.query_events(connection, external_property_id=property_id, limit=100_000)
-    finally:
-        engine.dispose()
+    with _state(ctx) as connection:
+        rows = audit.query_events(connection, external_property_id=property_id, limit=1_000_000)
     if not rows:
         raise click.ClickException(f"nothing recorded for property {property_id!r}")
-    emit(rows, COLUMNS, fmt, title=f"property {property_id}")
+    story: list[dict[str, Any]] = [{**row, "summary": summarise(row)} for row in rows]
+    columns = STORY_TABLE_COLUMNS if fmt == "table" else STORY_JSON_COLUMNS
+    emit(story, columns, fmt, title=f"property {property_id}")

@@ -16,6 +16,7 @@ from propready.cli.audit_commands import audit_command, explain_command
 from propready.cli.backfill_command import backfill_command
 from propready.cli.db_commands import db_group
 from propready.cli.orders_commands import orders_group
+from propready.cli.report_command import report_command
 from propready.cli.rules_commands import rules_group
 from propready.cli.run_commands import check_command, run_command
 from propready.cli.sandbox_command import sandbox_command
@@ -57,6 +58,7 @@ for command in (
     orders_group,
     audit_command,
     explain_command,
+    report_command,
     sandbox_command,
     simulate_command,
     backfill_command,
@@ -67,7 +69,10 @@ for command in (
 def main() -> None:
     """Console entry point: known failures become one line on stderr and an exit code."""
     try:
-        cli.main(standalone_mode=False)
+        # standalone_mode=False returns the code of ctx.exit(N) instead of exiting with it.
+        code = cli.main(standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except click.exceptions.Abort:
         sys.stderr.write("aborted\n")
         sys.exit(130)

@@ -9,7 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from propready.adapters.store.schema import audit_log
+from propready.adapters.store.audit_chain import append_sqlite
+from propready.adapters.store.schema import audit_log, orders
 from propready.log import redact
 
 HOST = socket.gethostname()[:255]
@@ -29,22 +30,28 @@ def record(
     order_id: int | None = None,
     external_order_id: str | None = None,
 ) -> None:
-    """Append one audit event; secrets in `detail` are masked before they are written."""
-    connection.execute(
-        audit_log.insert().values(
-            at=at,
-            kind=kind,
-            external_property_id=external_property_id,
-            trigger_name=trigger_name,
-            rule_id=rule_id,
-            rules_version=rules_version,
-            event_id=event_id,
-            order_id=order_id,
-            external_order_id=external_order_id,
-            host=HOST,
-            detail=redact(detail or {}),
-        )
-    )
+    """Append one audit event; secrets in `detail` are masked before they are written.
+
+    The row joins the hash chain: on PostgreSQL the insert trigger assigns its id and hashes
+    (and serialises concurrent writers); on SQLite `append_sqlite` does the same in Python.
+    """
+    values: dict[str, Any] = {
+        "at": at,
+        "kind": kind,
+        "external_property_id": external_property_id,
+        "trigger_name": trigger_name,
+        "rule_id": rule_id,
+        "rules_version": rules_version,
+        "event_id": event_id,
+        "order_id": order_id,
+        "external_order_id": external_order_id,
+        "host": HOST,
+        "detail": redact(detail or {}),
+    }
+    if connection.dialect.name == "postgresql":
+        connection.execute(audit_log.insert().values(**values))
+    else:
+        append_sqlite(connection, values)
 
 
 def query_events(
@@ -56,9 +63,26 @@ def query_events(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = 1000,
+    billing_entity_slug: str | None = None,
+    external_order_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Audit events matching every given filter, oldest first."""
+    """Audit events matching every given filter, oldest first.
+
+    An order or billing-entity filter keeps the rows of the matching orders and the rows of the
+    readiness events that led to them (trigger fired, rule matched), so the story stays whole.
+    """
     statement = sa.select(audit_log).order_by(audit_log.c.id)
+    if billing_entity_slug is not None:
+        statement = statement.where(
+            _rows_of_orders(orders.c.billing_entity_slug == billing_entity_slug)
+        )
+    if external_order_id is not None:
+        statement = statement.where(
+            sa.or_(
+                audit_log.c.external_order_id == external_order_id,
+                _rows_of_orders(orders.c.external_order_id == external_order_id),
+            )
+        )
     if external_property_id is not None:
         statement = statement.where(audit_log.c.external_property_id == external_property_id)
     if kinds:
@@ -71,3 +95,13 @@ def query_events(
         statement = statement.where(audit_log.c.at < until)
     statement = statement.limit(limit)
     return [dict(row) for row in connection.execute(statement).mappings()]
+
+
+def _rows_of_orders(which_orders: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+    order_ids = sa.select(orders.c.id).where(which_orders)
+    # The events that led to those orders, as the audit log itself links them.
+    of_orders = audit_log.alias("of_orders")
+    event_ids = sa.select(of_orders.c.event_id).where(
+        of_orders.c.order_id.in_(order_ids), of_orders.c.event_id.is_not(None)
+    )
+    return sa.or_(audit_log.c.order_id.in_(order_ids), audit_log.c.event_id.in_(event_ids))

@@ -149,7 +149,25 @@ audit_log = sa.Table(
     sa.Column("external_order_id", sa.String(255), nullable=True),
     sa.Column("host", sa.String(255), nullable=False),
     sa.Column("detail", Json, nullable=False),
+    # The hash chain (migration 0003): SHA-256 over the previous row's hash and this row's
+    # canonical content. PostgreSQL fills both in a trigger; on SQLite audit.record() does.
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("row_hash", sa.String(64), nullable=False),
     sa.Index(None, "external_property_id", "id"),
     sa.Index(None, "kind", "at"),
     sa.Index(None, "at"),
+    # The analyst views join an order's rows and an event's rows on these.
+    sa.Index(None, "order_id"),
+    sa.Index(None, "event_id"),
+)
+
+# One row that every audit writer on PostgreSQL locks (by updating it once per transaction) before
+# it reads the chain's last hash: appends form one line even with several processes or hosts, and
+# a REPEATABLE READ writer with a stale snapshot gets a serialization error instead of a fork.
+# Unused on SQLite, where BEGIN IMMEDIATE already serialises writers.
+audit_chain_head = sa.Table(
+    "audit_chain_head",
+    metadata,
+    sa.Column("id", sa.SmallInteger(), primary_key=True, autoincrement=False),
+    sa.Column("xact_id", sa.BigInteger(), nullable=False, server_default="0"),
 )

@@ -1,0 +1,53 @@
+"""`propready report`: a self-contained HTML report of the audit log, for people who would
+rather look than read."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from propready.adapters.store.engine import create_state_engine
+from propready.cli.context import settings_from
+from propready.report.page import collect, render
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+@click.command("report")
+@click.option(
+    "--since", type=click.DateTime(), required=True, help="From this time (UTC unless offset)."
+)
+@click.option("--until", type=click.DateTime(), help="Before this time [default: now].")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=Path("report.html"),
+    show_default=True,
+    help="The HTML file to write.",
+)
+@click.pass_context
+def report_command(ctx: click.Context, since: datetime, until: datetime | None, out: Path) -> None:
+    """Write an HTML report with charts: orders per week by service and entity, decisions by
+    outcome, readiness-to-order latency and the top rejection reasons.
+
+    The file is self-contained (inline SVG and CSS, no script, no network): mail it or open it
+    anywhere.
+
+    \b
+    Example:
+      propready report --since 2026-10-01 --out report.html
+    """
+    settings = settings_from(ctx)
+    now = datetime.now(UTC)
+    engine = create_state_engine(settings.state.url)
+    try:
+        with engine.connect() as connection:
+            data = collect(connection, _aware(since), _aware(until) if until else now)
+    finally:
+        engine.dispose()
+    out.write_text(render(data, now), encoding="utf-8")
+    click.echo(f"wrote {out}")

@@ -1,0 +1,1 @@
+"""The audit report: readable summaries, SVG charts and a self-contained HTML page."""

@@ -1,0 +1,99 @@
+"""One readable line per audit event: what `propready explain` shows beside each row.
+
+Pure functions over audit rows. Kinds this module does not know yet (other features add kinds)
+get a generic `key=value` rendering of their detail, so nothing is ever hidden.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Detail = Mapping[str, Any]
+
+
+def _services(services: Any) -> str:
+    if not isinstance(services, list):
+        return ""
+    return ", ".join(
+        f"{s.get('slug')} x{s.get('quantity')}" for s in services if isinstance(s, Mapping)
+    )
+
+
+def _compact(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str, sort_keys=True)
+
+
+def trace_lines(trace: Any) -> list[str]:
+    """Each rule the decision looked at: its condition, result, and any values it read."""
+    if not isinstance(trace, list):
+        return []
+    lines = []
+    for step in trace:
+        if not isinstance(step, Mapping):
+            continue
+        line = f"{step.get('rule_id')}: {step.get('condition')} -> {step.get('result')}"
+        extra = {k: v for k, v in step.items() if k not in ("rule_id", "condition", "result")}
+        if extra:
+            line += " (" + ", ".join(f"{k}={_compact(v)}" for k, v in sorted(extra.items())) + ")"
+        lines.append(line)
+    return lines
+
+
+def _decision(head: str, detail: Detail) -> str:
+    parts = [head]
+    if detail.get("reason"):
+        parts.append(str(detail["reason"]))
+    parts.extend(trace_lines(detail.get("trace")))
+    return "; ".join(parts)
+
+
+def _generic(detail: Detail) -> str:
+    return ", ".join(f"{k}={_compact(v)}" for k, v in sorted(detail.items()) if k != "facts")
+
+
+RENDERERS: dict[str, Callable[[Mapping[str, Any], Detail], str]] = {
+    "trigger_fired": lambda r, d: (
+        f"trigger {r.get('trigger_name')} fired ({d.get('kind')}, edge {d.get('edge_seq')})"
+    ),
+    "rule_matched": lambda r, d: _decision(
+        f"rule {r.get('rule_id')} matched: {_services(d.get('services'))}", d
+    ),
+    "no_rule_matched": lambda r, d: _decision("no rule matched", d),
+    "order_not_plannable": lambda r, d: (
+        "not plannable: " + "; ".join(str(p) for p in d.get("problems", []))
+    ),
+    "duplicate_blocked": lambda r, d: (
+        f"blocked by order {d.get('blocked_by')} (created {d.get('blocking_order_created_at')},"
+        f" window {d.get('window_hours')} h)"
+    ),
+    "order_planned_dry_run": lambda r, d: (
+        f"dry run: would order {r.get('external_order_id')}: {_services(d.get('services'))}"
+    ),
+    "order_created": lambda r, d: (
+        f"order {r.get('external_order_id')} created ({d.get('state')}) for"
+        f" {d.get('billing_entity_slug')}: {_services(d.get('services'))}"
+    ),
+    "order_sending": lambda r, d: f"sending, attempt {d.get('attempt')}",
+    "order_placed": lambda r, d: (
+        f"placed: vendor order {d.get('vendor_order_id')} ({d.get('vendor_status')})"
+    ),
+    "order_rejected": lambda r, d: (
+        f"rejected (HTTP {d.get('status')}): "
+        + "; ".join(
+            f"{e.get('attr')}: {e.get('message')}"
+            for e in d.get("errors", [])
+            if isinstance(e, Mapping)
+        )
+    ),
+}
+
+
+def summarise(row: Mapping[str, Any]) -> str:
+    """A one-line account of one audit row."""
+    detail = row.get("detail") or {}
+    if not isinstance(detail, Mapping):
+        return _compact(detail)
+    renderer = RENDERERS.get(str(row.get("kind")))
+    return renderer(row, detail) if renderer else _generic(detail)
