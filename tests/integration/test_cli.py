@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import click
@@ -157,6 +159,21 @@ def test_check_fails_when_the_vendor_rejects_the_key(tmp_path: Path, sandbox_url
     assert "api key is not accepted" in result.stdout
 
 
+def _wait_for_first_poll(state_db: Path, timeout: float = 60) -> None:
+    """Block until the daemon has stored its first poll (a fixed sleep is flaky under load)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if state_db.exists():
+            with closing(sqlite3.connect(state_db, timeout=10)) as connection:
+                try:
+                    if connection.execute("SELECT count(*) FROM property_state").fetchone()[0]:
+                        return
+                except sqlite3.OperationalError:
+                    pass  # not migrated yet, or busy
+        time.sleep(0.2)
+    pytest.fail("the daemon did not complete its first poll")
+
+
 def test_daemon_runs_cycles_and_stops_on_sigterm(tmp_path: Path, sandbox_url: str) -> None:
     """`propready run` polls on its interval, orders a home that became ready, exits 0 on SIGTERM."""
     pm = PmDatabase(f"sqlite:///{tmp_path / 'pm.db'}")
@@ -177,7 +194,7 @@ def test_daemon_runs_cycles_and_stops_on_sigterm(tmp_path: Path, sandbox_url: st
         text=True,
     )
     try:
-        time.sleep(2.5)  # the first cycle only remembers H1 as not ready
+        _wait_for_first_poll(tmp_path / "state.db")  # it remembers H1 as not ready
         pm.set("H1", status="Vacant Unrented Ready")
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
