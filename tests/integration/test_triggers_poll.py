@@ -55,9 +55,12 @@ triggers:
   construction_final: property.construction_final_date != null
   two_days_after_final: property.construction_final_date + duration("48h") <= now
   rent_changed: has(previous.price) && previous.price != property.price
+  final_date_moved: >-
+    has(previous.construction_final_date) && previous.construction_final_date != null
+    && property.construction_final_date != previous.construction_final_date
 rules:
   - id: photos
-    triggered_by: [vacant_ready, construction_final, two_days_after_final, rent_changed]
+    triggered_by: [vacant_ready, construction_final, two_days_after_final, rent_changed, final_date_moved]
     services: [{slug: exterior_photos, quantity: 1}]
     duplicate_window_hours: 0
 """
@@ -435,3 +438,21 @@ def test_a_poll_already_running_elsewhere_is_not_duplicated(
     assert summary.poll_skipped
     assert summary.rows == 0
     assert cycle(parts, Clock(T0)).new_properties == 3
+
+
+def test_a_changed_date_compares_as_a_date_with_its_previous_value(
+    portfolio: Portfolio, make_parts: Any
+) -> None:
+    """`previous` facts come back typed: a moved date fires, an unchanged one does not."""
+    parts = make_parts(portfolio)
+    clock = Clock(T0)
+    portfolio.set("U3", T0, dtconstructionfinal="2026-11-20")
+    cycle(parts, clock)
+    portfolio.set("U3", T0, sstatus="Vacant Unrented Not Ready")  # the date stays the same
+    cycle(parts, clock)
+    assert [e[1] for e in events(parts) if e[1] == "final_date_moved"] == []
+    portfolio.set("U3", T0, dtconstructionfinal="2026-11-24")
+    cycle(parts, clock)
+    assert [e[1:3] for e in events(parts) if e[1] == "final_date_moved"] == [
+        ("final_date_moved", 1)
+    ]

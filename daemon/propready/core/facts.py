@@ -106,6 +106,23 @@ class RowTyper:
             if (kind := column_kind(column, declared)) is not None or column in _CHECKED
         )
         self._narrow: dict[frozenset[str], tuple[Any, ...]] = {}
+        self._converters = {column: convert for _, column, convert, _ in self._work if convert}
+
+    def retype(self, stored: Mapping[str, Any]) -> dict[str, Any]:
+        """Facts read back from the state database (JSON) with their types restored.
+
+        `previous` in CEL must compare like with like: a stored date is ISO text in JSON and
+        becomes a date again here, so `previous.x != property.x` means what it says.
+        """
+        facts = dict(stored)
+        for column, convert in self._converters.items():
+            value = facts.get(column)
+            if value is not None:
+                try:
+                    facts[column] = convert(value, self.zone)
+                except ValueError:
+                    facts[column] = None  # stored before a [source.types] change; unknowable
+        return facts
 
     def property_id(self, values: Sequence[Any]) -> str | RowProblem:
         raw = values[self.id_index]

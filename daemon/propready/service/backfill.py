@@ -97,7 +97,10 @@ def _fire(
         if stored is None:
             return []
         scope = EvaluationScope(
-            snapshot.facts, now, components.settings.source.zone, previous=stored.facts
+            snapshot.facts,
+            now,
+            components.settings.source.zone,
+            previous=typer.retype(stored.facts) if stored.facts else None,
         )
         memory = dict(stored.triggers)
         stored_facts = facts_for_storage(snapshot.public_facts())

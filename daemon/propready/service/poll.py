@@ -236,7 +236,16 @@ def _process_batch(
             if property_id in held:
                 writes.released.append(property_id)
             _evaluate_changed(
-                components, connection, analysis, snapshot, digest, previous, now, summary, writes
+                components,
+                connection,
+                typer,
+                analysis,
+                snapshot,
+                digest,
+                previous,
+                now,
+                summary,
+                writes,
             )
         writes.flush(connection, now)
         if not state.full_pass and state.last_cursor is not None:
@@ -319,6 +328,7 @@ def _quarantine(
 def _evaluate_changed(
     components: Components,
     connection: sa.Connection,
+    typer: RowTyper,
     analysis: TriggerAnalysis,
     snapshot: PropertySnapshot,
     digest: str,
@@ -330,7 +340,7 @@ def _evaluate_changed(
     """A new or changed row: evaluate every trigger, store the new state, handle rising edges."""
     settings = components.settings
     property_id = snapshot.external_property_id
-    prior = previous.facts if previous is not None else None
+    prior = typer.retype(previous.facts) if previous is not None and previous.facts else None
     values, errors = _trigger_values(
         components, analysis, snapshot.facts, analysis.names, now, prior
     )
@@ -405,7 +415,8 @@ def _reevaluate_unchanged(
         full = typer.type_row(values)  # the rules may read any field
         if isinstance(full, RowProblem):
             return
-        _handle_edges(components, connection, full, updates, now, summary, errors, stored.facts)
+        # The row did not change since the last poll: `previous` is the current row.
+        _handle_edges(components, connection, full, updates, now, summary, errors, full.facts)
 
 
 def _trigger_values(
