@@ -127,7 +127,7 @@ def test_run_once_end_to_end_on_postgresql(
     assert propready("db", "upgrade", env=env).returncode == 0
     check = propready("check", env=env)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert check.stdout.count("PASS") == 5
+    assert check.stdout.count("PASS") == 6
     assert propready("run", "--once", env=env).returncode == 0
     pm.set("H2", status="Vacant Unrented Ready")
     pm.close()
@@ -211,3 +211,25 @@ def test_daemon_runs_cycles_and_stops_on_sigterm(tmp_path: Path, sandbox_url: st
     assert daemon.returncode == 0, err
     assert '"event": "stopped"' in out
     assert '"event": "cycle"' in out
+
+
+def test_a_failing_source_shows_in_run_once_and_check(tmp_path: Path, sandbox_url: str) -> None:
+    """`run --once` exits 1 with the driver's reason; `check` reports the failed poll."""
+    pm = PmDatabase(f"sqlite:///{tmp_path / 'pm.db'}")
+    pm.close()
+    config = tmp_path / "propready.toml"
+    config.write_text(
+        f'[state]\nurl = "sqlite:///state.db"\n[source]\nurl = "sqlite:///pm.db"\nquery = "{QUERY}"\n'
+        f'[rules]\npath = "{REPO / "rules"}"\n[planomatic]\nbase_url = "{sandbox_url}"\napi_key = "sandbox-key"\n'
+    )
+    assert propready("--config", str(config), "db", "upgrade").returncode == 0
+    with sqlite3.connect(tmp_path / "pm.db") as connection:
+        connection.execute("DROP TABLE homes")
+    connection.close()
+    run = propready("--config", str(config), "run", "--once")
+    assert run.returncode == 1
+    assert "source query failed" in run.stderr
+    assert "no such table: homes" in run.stderr
+    check = propready("--config", str(config), "check")
+    assert check.returncode == 1
+    assert "FAIL  polls    1 failed in a row; last: source query failed" in check.stdout

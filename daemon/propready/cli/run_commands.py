@@ -15,7 +15,7 @@ from propready.adapters.planomatic import RETRIEVE_PATH
 from propready.adapters.rule_reloader import RuleReloader, pending_refusals
 from propready.adapters.rulefiles import RuleFileError, load_rule_set
 from propready.adapters.source import create_source_engine
-from propready.adapters.store import migrate
+from propready.adapters.store import migrate, properties
 from propready.adapters.store.engine import create_state_engine
 from propready.cli.context import settings_from
 from propready.service import run_cycle
@@ -120,12 +120,32 @@ def check_command(ctx: click.Context) -> None:
         )
     results.extend(("reload", False, line) for line in pending_refusals(settings.state.url))
     results.append(_check_state(settings))
+    results.extend(_check_polls(settings))
     results.append(_check_source(settings))
     results.append(_check_vendor(settings))
     for name, ok, detail in results:
         click.echo(f"{'PASS' if ok else 'FAIL'}  {name:<8} {detail}")
     if not all(ok for _, ok, _ in results):
         sys.exit(1)
+
+
+def _check_polls(settings: Settings) -> list[tuple[str, bool, str]]:
+    """The daemon's own record of its last polls: failing ones are reported, with the error."""
+    engine = create_state_engine(settings.state.url)
+    try:
+        with engine.connect() as connection:
+            checkpoint = properties.load_checkpoint(connection, "source")
+    except sa.exc.SQLAlchemyError:
+        return []  # the state line already says what is wrong with the database
+    finally:
+        engine.dispose()
+    failures = int(checkpoint.get("consecutive_failures") or 0)
+    if failures:
+        return [
+            ("polls", False, f"{failures} failed in a row; last: {checkpoint.get('last_error')}")
+        ]
+    last = checkpoint.get("last_success_at")
+    return [("polls", True, f"last successful poll {last.isoformat() if last else 'never'}")]
 
 
 def _check_state(settings: Settings) -> tuple[str, bool, str]:
