@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from propready.core.orders import check_cancel_request, is_duplicate_answer
+
 CREATE_PATH = "/api/v3/orders/create"
 RETRIEVE_PATH = "/api/v3/orders/retrieve"
 CANCEL_PATH = "/api/v3/orders/cancel"
@@ -65,6 +67,13 @@ class VendorRejected(VendorError):
         self.status = status
         super().__init__(
             f"{status}: " + "; ".join(map(str, field_errors)) if field_errors else status
+        )
+
+    @property
+    def is_duplicate(self) -> bool:
+        """The vendor's duplicate protection refused it: an order for the property exists."""
+        return "duplicate" in self.status.lower() or is_duplicate_answer(
+            [(e.attr, e.message) for e in self.field_errors]
         )
 
 
@@ -110,8 +119,29 @@ class PlanomaticClient:
     def create_order(self, payload: Mapping[str, Any]) -> VendorOrder:
         return _order_from(self._post(CREATE_PATH, dict(payload)))
 
-    def retrieve_order(self, order_id: str) -> VendorOrder:
-        return _order_from(self._post(RETRIEVE_PATH, {"order_id": _as_int(order_id)}))
+    def retrieve_order(
+        self, order_id: str | None = None, *, request_id: str | None = None
+    ) -> VendorOrder:
+        """The vendor's current view of an order, by `order_id` or `request_id`."""
+        return _order_from(self._post(RETRIEVE_PATH, _order_ref(order_id, request_id)))
+
+    def cancel_order(
+        self,
+        order_id: str | None,
+        reason: str,
+        notes: str,
+        *,
+        request_id: str | None = None,
+    ) -> VendorOrder:
+        """Cancel one order (the API takes one per request).
+
+        The contract's own limits are checked first (CancelRefused, nothing sent): `reason` is
+        `duplicate_order` or `client_requested_cancelation`, `notes` 1 to 255 characters. The
+        vendor refuses orders past `scheduling` with a VendorRejected naming `order_id`.
+        """
+        check_cancel_request(reason, notes)
+        body = {**_order_ref(order_id, request_id), "cancelation_reason": reason, "notes": notes}
+        return _order_from(self._post(CANCEL_PATH, body))
 
     def _post(self, path: str, body: dict[str, Any]) -> Mapping[str, Any]:
         body["api_key"] = self._api_key
@@ -134,13 +164,20 @@ def _interpret(response: httpx.Response) -> Mapping[str, Any]:
     if 200 <= status < 300:
         if body is None:
             raise VendorAmbiguous(f"HTTP {status} with a body that is not JSON")
-        return body
+        # Every answer carries a `code` mirroring the result; trust a failure code over the
+        # HTTP status, in case a proxy or the vendor wraps errors in a 200.
+        code = body.get("code")
+        if isinstance(code, int) and not isinstance(code, bool) and code >= 300:
+            status = code
+        else:
+            return body
     if status == 429:
         raise VendorRateLimited("HTTP 429 rate-limit-exceeded")
     if status == 400 and body is not None:
+        raw_errors = body.get("errors")
         errors = [
             FieldError(str(e.get("attr", "?")), str(e.get("message", "?")))
-            for e in body.get("errors", [])
+            for e in (raw_errors if isinstance(raw_errors, list) else [])
             if isinstance(e, Mapping)
         ]
         raise VendorRejected(errors, str(body.get("status", "validation-error")))
@@ -178,5 +215,14 @@ def _order_from(body: Mapping[str, Any]) -> VendorOrder:
     )
 
 
+def _order_ref(order_id: str | None, request_id: str | None) -> dict[str, Any]:
+    if request_id is not None:
+        return {"request_id": _as_int(request_id)}
+    if order_id is None:
+        raise ValueError("an order_id or a request_id is required")
+    return {"order_id": _as_int(order_id)}
+
+
 def _as_int(value: str) -> int | str:
+    # The retrieve docs type ids as integers, the cancel schema as strings: send digits as int.
     return int(value) if value.isdigit() else value

@@ -1,14 +1,28 @@
-"""`propready orders ...`: look at the order outbox."""
+"""`propready orders ...`: look at the order outbox and act on single orders."""
 
 from __future__ import annotations
 
-import click
+import getpass
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import timedelta
 
+import click
+import sqlalchemy as sa
+
+from propready.adapters.planomatic import PlanomaticClient, VendorError
 from propready.adapters.store import outbox
 from propready.adapters.store.engine import create_state_engine
 from propready.cli.context import settings_from
 from propready.cli.output import FORMATS, emit
-from propready.core.orders import OrderState
+from propready.core.orders import CANCEL_REASONS, OrderState
+from propready.service.components import CycleSummary
+from propready.service.operator import OrderActionError, approve, cancel, resolve
+from propready.service.status_sync import sync_statuses
+from propready.settings import Settings
+from propready.wiring import components, utc_now
 
 LIST_COLUMNS = (
     "id",
@@ -23,6 +37,15 @@ LIST_COLUMNS = (
     "attempts",
     "last_error",
 )
+ACTION_COLUMNS = ("id", "external_order_id", "external_property_id", "state", "vendor_status")
+SYNC_COLUMNS = (
+    "external_order_id",
+    "external_property_id",
+    "vendor_order_id",
+    "old_status",
+    "new_status",
+    "state",
+)
 
 
 @click.group("orders")
@@ -32,6 +55,8 @@ def orders_group() -> None:
     \b
     Example:
       propready orders list --state unknown
+      propready orders approve pr-3f2a9c...
+      propready orders cancel pr-3f2a9c... --notes "home sold"
     """
 
 
@@ -84,3 +109,147 @@ def show_command(ctx: click.Context, external_order_id: str, fmt: str) -> None:
     payload["property_access"] = access
     row["payload"] = payload
     emit([row], (*LIST_COLUMNS, "payload"), fmt, title="order")
+
+
+def _operator() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+@contextmanager
+def _state_and_client(settings: Settings) -> Iterator[tuple[sa.Engine, PlanomaticClient | None]]:
+    engine = create_state_engine(settings.state.url)
+    client = None
+    if settings.orders.mode != "dry_run":
+        client = PlanomaticClient(
+            settings.planomatic.base_url,
+            settings.planomatic.api_key.get_secret_value(),
+            timeout_seconds=settings.planomatic.timeout_seconds,
+        )
+    try:
+        yield engine, client
+    except (OrderActionError, VendorError) as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        if client is not None:
+            client.close()
+        engine.dispose()
+
+
+@orders_group.command("approve")
+@click.argument("external_order_ids", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.pass_context
+def approve_command(ctx: click.Context, external_order_ids: tuple[str, ...], fmt: str) -> None:
+    """Release orders waiting for approval (awaiting_approval -> planned); the next cycle sends.
+
+    \b
+    Example:
+      propready orders list --state awaiting_approval
+      propready orders approve pr-3f2a9c... pr-81b0d4...
+    """
+    settings = settings_from(ctx)
+    approved = []
+    with _state_and_client(settings) as (engine, _client):
+        for external_order_id in external_order_ids:
+            approved.append(approve(engine, external_order_id, utc_now(), _operator()))
+    emit(approved, ACTION_COLUMNS, fmt, title="approved")
+
+
+@orders_group.command("cancel")
+@click.argument("external_order_id")
+@click.option(
+    "--reason",
+    type=click.Choice(CANCEL_REASONS),
+    default="client_requested_cancelation",
+    show_default=True,
+    help="PlanOmatic's cancelation_reason.",
+)
+@click.option("--notes", required=True, help="Why, for PlanOmatic: 1 to 255 characters.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.pass_context
+def cancel_command(
+    ctx: click.Context, external_order_id: str, reason: str, notes: str, fmt: str
+) -> None:
+    """Cancel an order: locally if it was never sent, else at PlanOmatic.
+
+    PlanOmatic cancels only orders still in new_request, ordered or scheduling; later ones
+    need an email to its support, and the refusal says so. A canceled order frees the
+    property's duplicate window.
+
+    \b
+    Example:
+      propready orders cancel pr-3f2a9c... --reason duplicate_order --notes "ordered by hand"
+    """
+    settings = settings_from(ctx)
+    with _state_and_client(settings) as (engine, client):
+        row = cancel(engine, client, external_order_id, reason, notes, utc_now(), _operator())
+    emit([row], ACTION_COLUMNS, fmt, title="canceled")
+
+
+@orders_group.command("resolve")
+@click.argument("external_order_id")
+@click.option("--vendor-order-id", help="PlanOmatic's order id found in its portal: placed.")
+@click.option("--not-placed", is_flag=True, help="PlanOmatic has no such order: failed.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.pass_context
+def resolve_command(
+    ctx: click.Context,
+    external_order_id: str,
+    vendor_order_id: str | None,
+    not_placed: bool,
+    fmt: str,
+) -> None:
+    """Settle an `unknown` order after looking it up in PlanOmatic's portal.
+
+    --vendor-order-id retrieves the order to confirm it is this one and marks it placed;
+    --not-placed marks it failed, which frees the window so the home can be ordered again.
+
+    \b
+    Example:
+      propready orders list --state unknown
+      propready orders resolve pr-3f2a9c... --vendor-order-id 100234
+      propready orders resolve pr-81b0d4... --not-placed
+    """
+    settings = settings_from(ctx)
+    with _state_and_client(settings) as (engine, client):
+        row = resolve(
+            engine,
+            client,
+            external_order_id,
+            utc_now(),
+            _operator(),
+            vendor_order_id=vendor_order_id,
+            not_placed=not_placed,
+        )
+    emit([row], ACTION_COLUMNS, fmt, title="resolved")
+
+
+@orders_group.command("sync")
+@click.option("--limit", type=click.IntRange(1), default=100, show_default=True)
+@click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help="Also orders checked in the last 15 minutes.",
+)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.pass_context
+def sync_command(ctx: click.Context, limit: int, every: bool, fmt: str) -> None:
+    """Retrieve placed orders from PlanOmatic and record each status change in the audit log.
+
+    \b
+    Example:
+      propready orders sync --format json
+    """
+    settings = settings_from(ctx)
+    if settings.orders.mode == "dry_run":
+        raise click.ClickException("dry_run mode sends nothing to PlanOmatic, retrieve included")
+    with components(settings) as parts:
+        changes = sync_statuses(
+            parts,
+            utc_now(),
+            CycleSummary(),
+            min_interval=None if every else timedelta(minutes=15),
+            limit=limit,
+        )
+    emit([asdict(c) for c in changes], SYNC_COLUMNS, fmt, title="status changes")

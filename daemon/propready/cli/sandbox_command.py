@@ -14,6 +14,7 @@ import structlog
 from propready.adapters.catalog_file import load_catalog
 from propready.adapters.sandbox import SandboxConfig, SandboxServer
 from propready.adapters.sandbox.config import DEFAULT_API_KEY, DEFAULT_BILLING_ENTITIES
+from propready.adapters.sandbox.faults import parse_fault_spec
 
 logger = structlog.get_logger()
 
@@ -81,6 +82,31 @@ logger = structlog.get_logger()
     help="Also accept '-' in metadata keys (the vendor's pages disagree).",
 )
 @click.option(
+    "--latency",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Delay added before every answer, like a distant server.",
+)
+@click.option(
+    "--fault",
+    "faults",
+    metavar="ACTION=KIND[,KIND...]",
+    multiple=True,
+    help="Faults for the next requests of ACTION (create, retrieve, cancel), in order: 429, 500 "
+    "(before saving), 502_html, 500_after_save, drop (save, then close the connection), stall "
+    "(save, then answer nothing for --stall-seconds). Repeatable.",
+)
+@click.option(
+    "--stall-seconds",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="How long a `stall` fault keeps the connection silent before closing it.",
+)
+@click.option(
     "--url-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="After binding, write the base URL here, so scripts using --port 0 learn the port.",
@@ -95,6 +121,9 @@ def sandbox_command(
     duplicate_hours: float,
     duplicate_message: str,
     allow_dash_in_metadata_keys: bool,
+    latency: float,
+    faults: tuple[str, ...],
+    stall_seconds: float,
     url_file: Path | None,
 ) -> None:
     """Serve a local look-alike of the PlanOmatic V3 Order API until SIGTERM or Ctrl-C.
@@ -103,8 +132,21 @@ def sandbox_command(
     validation errors, rate limit and optional duplicate protection, with orders kept in memory.
     Point propready's [planomatic] base_url at it for trials.
 
+    Back-office control: POST /_sandbox/advance with {"order_id": N} moves an order one
+    status along (new_request, ordered, scheduling, scheduled, ...), or to {"status": S}.
+
+    \b
     Example: propready sandbox --port 8765 --duplicate-hours 24
+    Example: propready sandbox --rate-limit 100 --rate-window 6 --latency 0.1
+    Example: propready sandbox --fault create=429,drop --stall-seconds 5
     """
+    queued: dict[str, list[str]] = {}
+    for spec in faults:
+        try:
+            action, kinds = parse_fault_spec(spec)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--fault") from None
+        queued.setdefault(action, []).extend(kinds)
     entities = frozenset(billing_entities)
     config = SandboxConfig(
         api_keys=dict.fromkeys(api_keys, entities),
@@ -114,6 +156,9 @@ def sandbox_command(
         duplicate_threshold_hours=duplicate_hours,
         duplicate_message=duplicate_message,
         allow_dash_in_metadata_keys=allow_dash_in_metadata_keys,
+        latency_seconds=latency,
+        stall_seconds=stall_seconds,
+        faults={action: tuple(kinds) for action, kinds in queued.items()},
     )
     server = SandboxServer(config, host=host, port=port)
     _serve_until_signalled(server, url_file)

@@ -1,7 +1,17 @@
-"""The order outbox's states and what each vendor outcome moves an order to (pure)."""
+"""The order outbox's states and the rules that move orders between them (pure: no I/O, no clock).
+
+planned ──lease──> sending ──201──> placed ──sync──> (vendor statuses) / canceled
+   ^                  │ 429, refused ─> planned (backoff) ─> ... ─> failed (gave up)
+   │                  │ 400 ─────────> rejected (final)
+   │                  └ 5xx, timeout, dropped, crash ─> unknown, or planned again when the
+   │                                    vendor's duplicate protection covers a re-send
+awaiting_approval ──approve──┘
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 
@@ -16,15 +26,82 @@ class OrderState(StrEnum):
     CANCELED = "canceled"
 
 
-# States whose order still holds the duplicate window. Rejected, failed (never reached the
-# vendor) and canceled orders free it: no vendor order exists for them.
-HOLDS_WINDOW = frozenset(
-    {
-        OrderState.PLANNED,
-        OrderState.AWAITING_APPROVAL,
-        OrderState.SENDING,
-        OrderState.PLACED,
-        OrderState.UNKNOWN,
-    }
-)
-FINAL = frozenset({OrderState.REJECTED, OrderState.FAILED, OrderState.CANCELED})
+# States that free the duplicate window: no live vendor order exists for them. Everything else
+# holds it, so a state added later holds the window until someone decides otherwise (fail closed).
+# Migration 0002 writes the same list into the PostgreSQL exclusion constraint and the SQLite
+# trigger; a test checks that they agree.
+FREES_WINDOW = frozenset({OrderState.REJECTED, OrderState.FAILED, OrderState.CANCELED})
+HOLDS_WINDOW = frozenset(set(OrderState) - FREES_WINDOW)
+FINAL = FREES_WINDOW
+
+# Vendor statuses (planomatic-api.md 2.1) after which nothing changes any more: status sync stops.
+VENDOR_FINAL_STATUSES = frozenset({"completed", "canceled", "cancelled", "submitted_cancel_onsite"})
+VENDOR_CANCELED_STATUSES = frozenset({"canceled", "cancelled", "submitted_cancel_onsite"})
+# The vendor lets a client cancel only in these statuses [doc]; later, support must be emailed.
+CANCELABLE_VENDOR_STATUSES = frozenset({"new_request", "ordered", "scheduling"})
+CANCEL_REASONS = ("duplicate_order", "client_requested_cancelation")
+MAX_CANCEL_NOTES = 255
+
+
+class CancelRefused(ValueError):
+    """The order cannot be canceled now; the message says why and what to do instead."""
+
+
+def check_cancel_request(reason: str, notes: str) -> None:
+    """The contract's cancel fields: a known reason and notes of 1 to 255 characters."""
+    if reason not in CANCEL_REASONS:
+        raise CancelRefused(f"reason must be one of {', '.join(CANCEL_REASONS)}, not {reason!r}")
+    if not notes.strip():
+        raise CancelRefused("notes are required (1 to 255 characters)")
+    if len(notes) > MAX_CANCEL_NOTES:
+        raise CancelRefused(f"notes are {len(notes)} characters; the vendor accepts at most 255")
+
+
+def cancel_route(order: Mapping[str, object]) -> str:
+    """How to cancel this order: `local` (never sent), `vendor` (ask PlanOmatic), or refuse."""
+    state = OrderState(str(order["state"]))
+    if state in (OrderState.PLANNED, OrderState.AWAITING_APPROVAL):
+        return "local"
+    if state is OrderState.PLACED:
+        status = order.get("vendor_status")
+        if order.get("vendor_order_id") is None:
+            raise CancelRefused(
+                "the vendor's order id is unknown (placed via its duplicate protection); "
+                "cancel it in PlanOmatic's portal, then run `propready orders resolve`"
+            )
+        if status is not None and str(status) not in CANCELABLE_VENDOR_STATUSES:
+            raise CancelRefused(
+                f"PlanOmatic status is {status!r}; the API cancels only in "
+                f"{', '.join(sorted(CANCELABLE_VENDOR_STATUSES))}: email PlanOmatic support"
+            )
+        return "vendor"
+    if state is OrderState.SENDING:
+        raise CancelRefused("the order is being sent right now; retry in a minute")
+    if state is OrderState.UNKNOWN:
+        raise CancelRefused(
+            "the outcome of sending is unknown; find the order in PlanOmatic's portal and run "
+            "`propready orders resolve` first"
+        )
+    raise CancelRefused(f"the order is already {state.value}")
+
+
+def resend_is_covered(
+    created_at: datetime, now: datetime, vendor_protection_hours: float, margin: timedelta
+) -> bool:
+    """True when PlanOmatic's own duplicate check would refuse a second copy of this order.
+
+    The first copy reached the vendor no earlier than `created_at`, so while `now` is inside the
+    vendor's threshold counted from then (less a margin for clock skew), a re-send cannot create
+    a second order: either it is the first to arrive, or the vendor answers `duplicate`.
+    """
+    if vendor_protection_hours <= 0:
+        return False
+    return now - created_at < timedelta(hours=vendor_protection_hours) - margin
+
+
+def is_duplicate_answer(field_errors: list[tuple[str, str]]) -> bool:
+    """The vendor's duplicate-protection refusal; its keyword is not public, so match loosely."""
+    return any(
+        attr == "external_property_id" and "duplicate" in message.lower()
+        for attr, message in field_errors
+    )

@@ -6,6 +6,7 @@ rows commit together.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -94,25 +95,12 @@ def handle_edge(
             **common,
         )
         return
-    blocker = outbox.blocking_order(connection, property_id, now)
-    if blocker is not None:
-        summary.blocked += 1
-        audit.record(
-            connection,
-            "duplicate_blocked",
-            now,
-            rule_id=decision.rule_id,
-            order_id=int(blocker["id"]),
-            external_order_id=str(blocker["external_order_id"]),
-            detail={
-                "blocked_by": blocker["external_order_id"],
-                "blocking_order_created_at": blocker["created_at"].isoformat(),
-                "window_hours": plan.window_hours,
-            },
-            **common,
-        )
-        return
     if settings.orders.mode == "dry_run":
+        blocker = outbox.blocking_order(connection, property_id, now)
+        if blocker is not None:
+            summary.blocked += 1
+            _audit_blocked(connection, now, decision.rule_id, blocker, plan.window_hours, common)
+            return
         audit.record(
             connection,
             "order_planned_dry_run",
@@ -128,7 +116,9 @@ def handle_edge(
         if (settings.orders.mode == "approval" or plan.requires_approval)
         else OrderState.PLANNED
     )
-    order_id = outbox.insert_order(
+    # The window check and the insert are one step the database enforces (exclusion constraint
+    # on PostgreSQL, BEGIN IMMEDIATE plus a trigger on SQLite): racers get WindowTaken.
+    outcome = outbox.insert_order_in_window(
         connection,
         plan,
         event_id=event_id,
@@ -137,6 +127,19 @@ def handle_edge(
         state=state,
         now=now,
     )
+    if isinstance(outcome, outbox.WindowTaken):
+        summary.blocked += 1
+        _audit_blocked(
+            connection,
+            now,
+            decision.rule_id,
+            outcome.blocker,
+            plan.window_hours,
+            common,
+            by_constraint=outcome.by_constraint,
+        )
+        return
+    order_id = outcome.order_id
     summary.orders_created += 1
     audit.record(
         connection,
@@ -150,6 +153,33 @@ def handle_edge(
             "billing_entity_slug": plan.billing_entity_slug,
             "services": plan.payload["services"],
             "window_hours": plan.window_hours,
+        },
+        **common,
+    )
+
+
+def _audit_blocked(
+    connection: sa.Connection,
+    now: datetime,
+    rule_id: str,
+    blocker: Mapping[str, Any],
+    window_hours: float,
+    common: dict[str, Any],
+    *,
+    by_constraint: bool = False,
+) -> None:
+    audit.record(
+        connection,
+        "duplicate_blocked",
+        now,
+        rule_id=rule_id,
+        order_id=int(blocker["id"]),
+        external_order_id=str(blocker["external_order_id"]),
+        detail={
+            "blocked_by": blocker["external_order_id"],
+            "blocking_order_created_at": blocker["created_at"].isoformat(),
+            "window_hours": window_hours,
+            **({"caught_by": "database_constraint"} if by_constraint else {}),
         },
         **common,
     )

@@ -1,30 +1,61 @@
-"""Recovery: finish what a crash left half-done, at start-up and on every cycle."""
+"""Recovery: finish what a crash left half-done, at start-up and on every cycle.
+
+An order found in `sending` whose sender is gone (lease expired, or the owning process on this
+host no longer exists) may or may not have reached PlanOmatic. It is treated exactly like an
+ambiguous answer: re-sent while the vendor's duplicate protection covers it, else `unknown`.
+Planned orders need no recovery: the sender picks them up; placed ones are in status sync's hands.
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Iterable
 from datetime import datetime
 
 from propready.adapters.store import outbox
-from propready.core.orders import OrderState
 from propready.service.components import Components, CycleSummary
-from propready.service.send import finish
+from propready.service.send import handle_ambiguous
+
+HOST = socket.gethostname()
 
 
 def recover(components: Components, now: datetime, summary: CycleSummary) -> None:
-    """Orders a dead sender left in `sending`: the POST may have happened, so they become unknown.
-
-    Never re-sent blindly (reliability.md): an operator or a later status check resolves them.
-    """
+    """Drive every abandoned `sending` order to a state that the sender or an operator resolves."""
     with components.state.begin() as connection:
-        stale = outbox.expired_leases(connection, now)
+        dead = dead_local_owners(outbox.sending_lease_owners(connection))
+        stale = outbox.expired_leases(connection, now, dead)
     for order in stale:
         summary.recovered += 1
-        summary.unknown += 1
-        finish(
-            components,
-            order,
-            OrderState.UNKNOWN,
-            now,
-            "order_outcome_unknown",
-            {"reason": f"sender {order['lease_owner']} stopped while sending; lease expired"},
+        reason = (
+            f"sender {order['lease_owner']} stopped while sending"
+            if order["lease_owner"] in dead
+            else f"sender {order['lease_owner']} did not finish before its lease expired"
         )
+        handle_ambiguous(components, order, reason, now, summary, resend_at_once=True)
+
+
+def dead_local_owners(owners: Iterable[str]) -> list[str]:
+    """Lease owners (`host:pid`) on this host whose process has exited.
+
+    Lets a restarted daemon take over at once instead of waiting out the lease. Owners on other
+    hosts cannot be checked from here: their leases simply expire.
+    """
+    dead = []
+    for owner in owners:
+        host, _, pid_text = owner.rpartition(":")
+        if host != HOST or not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        if not _process_exists(int(pid_text)):
+            dead.append(owner)
+    return dead
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True

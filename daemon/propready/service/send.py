@@ -1,12 +1,15 @@
 """Send: each due order between two commits (lease, then outcome), paced under the rate limit.
 
-Only what provably never reached PlanOmatic is retried; a 400 is final; an ambiguous outcome
-becomes `unknown` and is never re-sent blindly (reliability.md).
+Only what provably never reached PlanOmatic (429, refused connection) is retried, with bounded,
+jittered backoff; a 400 is final; an ambiguous outcome (5xx, timeout, dropped connection, a
+crash mid-send) is re-sent only while the vendor's own duplicate protection covers the order
+(`planomatic.vendor_duplicate_protection_hours`), where a `duplicate` answer then means "already
+placed"; otherwise the order becomes `unknown` for an operator (reliability.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,103 +19,196 @@ from propready.adapters.planomatic import (
     PlanomaticClient,
     VendorAmbiguous,
     VendorNotReached,
+    VendorRateLimited,
     VendorRejected,
 )
 from propready.adapters.store import audit, outbox
-from propready.core.orders import OrderState
-from propready.service.components import LEASE_SECONDS, Components, CycleSummary
+from propready.core.orders import OrderState, resend_is_covered
+from propready.service.components import LEASE_SECONDS, Components, CycleSummary, crash_point
 
 log = structlog.get_logger("propready.send")
+
+# The vendor's clock and ours may disagree: a re-send must land this far inside its threshold.
+COVERAGE_MARGIN = timedelta(minutes=10)
+RETRY_BASE_SECONDS = 5.0
+RETRY_CAP_SECONDS = 1800.0
+MAX_DUE_PER_CYCLE = 10_000
 
 
 def send_due(components: Components, now: Callable[[], datetime], summary: CycleSummary) -> None:
     """Send every planned order that is due, one at a time, paced under the rate limit."""
     if components.client is None or components.settings.orders.mode == "dry_run":
         return
+    crash_point("after_plan")
     with components.state.begin() as connection:
-        due = outbox.due_order_ids(connection, now(), limit=10_000)
+        due = outbox.due_order_ids(connection, now(), limit=MAX_DUE_PER_CYCLE)
     for order_id in due:
-        _send_one(components, components.client, order_id, now, summary)
+        send_one(components, components.client, order_id, now, summary)
 
 
-def _send_one(
+def send_one(
     components: Components,
     client: PlanomaticClient,
     order_id: int,
     now: Callable[[], datetime],
     summary: CycleSummary,
 ) -> None:
+    """Lease, POST, record: the four atomic phases for one order."""
     # Phase 2: lease the order and commit before anything leaves the process.
     with components.state.begin() as connection:
         order = outbox.lease_for_sending(
             connection, order_id, components.owner, now(), LEASE_SECONDS
         )
         if order is None:
+            return  # another sender took it
+        if order["ambiguous_at"] is not None and not _covered(components, order, now()):
+            # Re-sending was safe when it was scheduled; the daemon was down too long since.
+            outbox.set_outcome(connection, order_id, OrderState.UNKNOWN, now())
+            summary.unknown += 1
+            audit.record(
+                connection,
+                "order_outcome_unknown",
+                now(),
+                **order_refs(order),
+                detail={
+                    "state": OrderState.UNKNOWN.value,
+                    "reason": "an earlier attempt may have been saved and the vendor's duplicate "
+                    "protection no longer covers a re-send",
+                },
+            )
             return
         audit.record(
             connection,
             "order_sending",
             now(),
-            **_order_refs(order),
-            detail={"attempt": order["attempts"]},
+            **order_refs(order),
+            detail={"attempt": order["attempts"], "resend": order["ambiguous_at"] is not None},
         )
-    components.pacer.wait()
+    crash_point("after_lease")
+    components.pacer.wait(components.state)
     summary.sent += 1
     # Phase 3: the one foreign call.
     try:
         placed = client.create_order(order["payload"])
     except VendorRejected as exc:
-        summary.rejected += 1
-        errors = [{"attr": e.attr, "message": e.message} for e in exc.field_errors]
-        finish(
-            components,
-            order,
-            OrderState.REJECTED,
-            now(),
-            "order_rejected",
-            {"status": exc.status, "errors": errors},
-            last_error=str(exc),
-        )
-        return
+        crash_point("after_post")
+        if exc.is_duplicate and order["ambiguous_at"] is not None:
+            # Our earlier, ambiguous attempt was saved: the vendor refuses its twin.
+            summary.placed += 1
+            finish(
+                components,
+                order,
+                OrderState.PLACED,
+                now(),
+                "order_placed",
+                {
+                    "confirmed_by": "vendor_duplicate_protection",
+                    "vendor_order_id": None,
+                    "note": "an earlier ambiguous attempt was saved; the vendor's order id is "
+                    "not known (the API has no lookup by external_order_id)",
+                },
+            )
+        else:
+            summary.rejected += 1
+            errors = [{"attr": e.attr, "message": e.message} for e in exc.field_errors]
+            finish(
+                components,
+                order,
+                OrderState.REJECTED,
+                now(),
+                "order_rejected",
+                {"status": exc.status, "errors": errors},
+                last_error=str(exc),
+            )
     except VendorNotReached as exc:
-        _retry_or_fail(components, order, exc, now(), summary)
-        return
+        if isinstance(exc, VendorRateLimited):
+            summary.rate_limited += 1
+            components.pacer.back_off(components.state, components.pacer.rate_limited_pause)
+        retry_or_fail(components, order, exc, now(), summary)
     except VendorAmbiguous as exc:
-        summary.unknown += 1
+        crash_point("after_post")
+        handle_ambiguous(components, order, str(exc), now(), summary)
+    else:
+        crash_point("after_post")
+        # Phase 4: record the outcome with its audit row.
+        summary.placed += 1
         finish(
             components,
             order,
-            OrderState.UNKNOWN,
+            OrderState.PLACED,
             now(),
-            "order_outcome_unknown",
-            {"reason": str(exc)},
-            last_error=str(exc),
+            "order_placed",
+            {"vendor_order_id": placed.order_id, "vendor_status": placed.order_status},
+            vendor_order_id=placed.order_id,
+            vendor_request_id=placed.request_id,
+            vendor_status=placed.order_status,
+        )
+    crash_point("after_outcome")
+
+
+def handle_ambiguous(
+    components: Components,
+    order: Mapping[str, Any],
+    reason: str,
+    now: datetime,
+    summary: CycleSummary,
+    *,
+    resend_at_once: bool = False,
+) -> None:
+    """The POST may have been saved: re-send only under the vendor's duplicate protection.
+
+    `resend_at_once` is for recovery after a crash: the vendor gave no sign of trouble, so
+    there is nothing to back off from.
+    """
+    attempts = int(order["attempts"])
+    if _covered(components, order, now) and attempts < components.settings.orders.max_attempts:
+        summary.resend_covered += 1
+        delay = 0.0 if resend_at_once else retry_delay(components, attempts)
+        finish(
+            components,
+            order,
+            OrderState.PLANNED,
+            now,
+            "order_resend_scheduled",
+            {
+                "reason": reason,
+                "attempts": attempts,
+                "retry_in_seconds": round(delay, 1),
+                "why_safe": "the vendor's duplicate protection covers this order; a `duplicate` "
+                "answer will mean it was already placed",
+            },
+            last_error=reason,
+            next_attempt_at=now + timedelta(seconds=delay),
+            ambiguous_at=now,
         )
         return
-    # Phase 4: record the outcome with its audit row.
-    summary.placed += 1
+    summary.unknown += 1
     finish(
         components,
         order,
-        OrderState.PLACED,
-        now(),
-        "order_placed",
-        {"vendor_order_id": placed.order_id, "vendor_status": placed.order_status},
-        vendor_order_id=placed.order_id,
-        vendor_request_id=placed.request_id,
-        vendor_status=placed.order_status,
+        OrderState.UNKNOWN,
+        now,
+        "order_outcome_unknown",
+        {"reason": reason, "attempts": attempts},
+        last_error=reason,
+        ambiguous_at=now,
     )
 
 
-def _retry_or_fail(
+def retry_or_fail(
     components: Components,
-    order: dict[str, Any] | Any,
+    order: Mapping[str, Any],
     exc: Exception,
     now: datetime,
     summary: CycleSummary,
 ) -> None:
+    """The request provably never reached the vendor: try again later, up to max_attempts."""
     attempts = int(order["attempts"])
     if attempts >= components.settings.orders.max_attempts:
+        if order["ambiguous_at"] is not None:
+            # An earlier attempt may still have been saved: that is unknown, not failed.
+            handle_ambiguous(components, order, f"gave up after {attempts} attempts", now, summary)
+            return
         summary.failed += 1
         finish(
             components,
@@ -125,8 +221,7 @@ def _retry_or_fail(
         )
         return
     summary.retried += 1
-    # Full jitter over an exponential ceiling (capped at 30 minutes).
-    delay = components.jitter.uniform(0, min(1800.0, 5.0 * 2**attempts))
+    delay = retry_delay(components, attempts)
     finish(
         components,
         order,
@@ -139,19 +234,37 @@ def _retry_or_fail(
     )
 
 
+def retry_delay(components: Components, attempts: int) -> float:
+    """Jittered exponential backoff: half to all of 5 s, 10 s, 20 s, ... (capped at 30 min)."""
+    ceiling = min(RETRY_CAP_SECONDS, RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1))
+    return components.jitter.uniform(ceiling / 2, ceiling)
+
+
 def finish(
     components: Components,
-    order: Any,
+    order: Mapping[str, Any],
     state: OrderState,
     now: datetime,
     kind: str,
     detail: dict[str, Any],
     **outcome: Any,
 ) -> None:
+    """Phase 4: the outcome and its audit row in one transaction, if the order is still ours."""
     with components.state.begin() as connection:
-        outbox.set_outcome(connection, int(order["id"]), state, now, **outcome)
+        recorded = outbox.set_outcome(
+            connection,
+            int(order["id"]),
+            state,
+            now,
+            expected_state=OrderState.SENDING,
+            expected_owner=order["lease_owner"],
+            **outcome,
+        )
+        if not recorded:
+            # Our lease expired and recovery moved the order on meanwhile. Keep what we learnt.
+            kind, detail = "order_outcome_after_lease_lost", {"outcome": kind, **detail}
         audit.record(
-            connection, kind, now, **_order_refs(order), detail={"state": state.value, **detail}
+            connection, kind, now, **order_refs(order), detail={"state": state.value, **detail}
         )
     log.info(
         kind,
@@ -161,7 +274,7 @@ def finish(
     )
 
 
-def _order_refs(order: Any) -> dict[str, Any]:
+def order_refs(order: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "external_property_id": order["external_property_id"],
         "rule_id": order["rule_id"],
@@ -170,3 +283,8 @@ def _order_refs(order: Any) -> dict[str, Any]:
         "order_id": int(order["id"]),
         "external_order_id": order["external_order_id"],
     }
+
+
+def _covered(components: Components, order: Mapping[str, Any], now: datetime) -> bool:
+    hours = components.settings.planomatic.vendor_duplicate_protection_hours
+    return resend_is_covered(order["created_at"], now, hours, COVERAGE_MARGIN)

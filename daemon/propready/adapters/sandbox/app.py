@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from propready.adapters.sandbox.config import SandboxConfig
+from propready.adapters.sandbox.faults import FaultQueue
 from propready.adapters.sandbox.ledger import (
     DuplicateOrder,
     FixedWindowRateLimiter,
@@ -38,11 +39,17 @@ ROUTES = {
 }
 
 
+CONTROL_ADVANCE = "/_sandbox/advance"
+_PROXY_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body>Bad gateway</body></html>"
+
+
 @dataclass(frozen=True)
 class Reply:
     status: int
     body: dict[str, Any]
     headers: tuple[tuple[str, str], ...] = field(default=())
+    raw: bytes | None = None  # sent instead of `body` (a proxy's HTML page)
+    after: str | None = None  # "drop" or "stall": what the socket does instead of answering
 
 
 class SandboxApp:
@@ -58,6 +65,7 @@ class SandboxApp:
         )
         self._counter_lock = threading.Lock()
         self._requests_seen = 0
+        self.faults = FaultQueue(config.faults)
         self._actions: dict[str, Callable[[Mapping[str, Any]], Reply]] = {
             "create": self._create,
             "retrieve": self._retrieve,
@@ -72,7 +80,10 @@ class SandboxApp:
         """The vendor's answer to one request; `raw_body` is None when it could not be read."""
         with self._counter_lock:
             self._requests_seen += 1
-        action = ROUTES.get(urlsplit(path).path)
+        route = urlsplit(path).path
+        if route == CONTROL_ADVANCE and method == "POST":
+            return self._advance(_json_object(raw_body))
+        action = ROUTES.get(route)
         if action is None:
             return Reply(404, {"code": 404, "status": "not-found"})
         if method != "POST":
@@ -81,9 +92,36 @@ class SandboxApp:
         body = _json_object(raw_body)
         if body is None:
             return _validation_error([{"attr": "body", "message": "invalid_json"}])
+        fault = self.faults.take(action)
+        if fault == "429":
+            return _RATE_LIMITED
+        if fault == "500":
+            return _CRASH
+        if fault == "502_html":
+            return Reply(502, {}, raw=_PROXY_PAGE)
         if not self._within_rate_limit(body):
-            return Reply(429, {"code": 429, "status": "rate-limit-exceeded"})
-        return self._actions[action](body)
+            return _RATE_LIMITED
+        reply = self._actions[action](body)
+        if fault == "500_after_save":
+            return _CRASH
+        if fault in ("drop", "stall"):
+            return Reply(reply.status, reply.body, after=fault)
+        return reply
+
+    def _advance(self, body: Mapping[str, Any] | None) -> Reply:
+        """Back-office control (no api key): move an order to `status`, or one step along."""
+        if body is None or not isinstance(body.get("order_id"), int):
+            return _validation_error([{"attr": "order_id", "message": "missing"}])
+        status = body.get("status")
+        try:
+            order = self.ledger.progress(
+                body["order_id"], status if isinstance(status, str) else None
+            )
+        except KeyError:
+            return _validation_error([_unrecognized_order()])
+        except ValueError:
+            return _validation_error([{"attr": "status", "message": "unrecognized"}])
+        return _success(200, order)
 
     def _now(self) -> datetime:
         moment = self._clock() if self._clock is not None else datetime.now(UTC)
@@ -146,6 +184,10 @@ def _json_object(raw_body: bytes | None) -> Mapping[str, Any] | None:
     except (ValueError, RecursionError):
         return None
     return parsed if isinstance(parsed, dict) else None
+
+
+_RATE_LIMITED = Reply(429, {"code": 429, "status": "rate-limit-exceeded"})
+_CRASH = Reply(500, {"code": 500, "status": "application-crash"})
 
 
 def _success(code: int, order: dict[str, Any]) -> Reply:

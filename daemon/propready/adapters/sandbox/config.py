@@ -8,7 +8,7 @@ constant buried in the server.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from propready.adapters.catalog_file import load_catalog
 from propready.core.catalog import Catalog
@@ -26,6 +26,10 @@ class SandboxConfig:
     duplicate_threshold_hours: float = 0.0  # 0 = off
     duplicate_message: str = "duplicate"
     allow_dash_in_metadata_keys: bool = False
+    latency_seconds: float = 0.0  # added before every answer, like a distant server
+    stall_seconds: float = 30.0  # how long a `stall` fault keeps the connection silent
+    # Faults queued at start, per action (see `faults`): {"create": ("429", "drop")}.
+    faults: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.rate_limit < 0:
@@ -36,6 +40,8 @@ class SandboxConfig:
             raise ValueError("duplicate_threshold_hours must be 0 (off) or positive")
         if not self.duplicate_message:
             raise ValueError("duplicate_message must not be empty")
+        if self.latency_seconds < 0 or self.stall_seconds < 0:
+            raise ValueError("latency_seconds and stall_seconds must be 0 or positive")
 
     @classmethod
     def default(cls) -> SandboxConfig:

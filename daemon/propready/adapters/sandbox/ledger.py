@@ -31,6 +31,15 @@ KNOWN_STATUSES = frozenset({
     "submitted", "submitted_cancel_onsite", "unscheduled",
 })
 # fmt: on
+# One step along the likely happy path (planomatic-api.md 2.1), for "advance" without a status.
+HAPPY_PATH = {
+    "new_request": "ordered",
+    "ordered": "scheduling",
+    "scheduling": "scheduled",
+    "scheduled": "on_site",
+    "on_site": "post_processing",
+    "post_processing": "completed",
+}
 
 
 class LedgerRejection(Exception):
@@ -115,6 +124,23 @@ class Ledger:
                 if entry.order["order_id"] == order_id:
                     entry.order["order_status"] = status
                     return
+        raise KeyError(order_id)
+
+    def progress(self, order_id: int, status: str | None = None) -> dict[str, Any]:
+        """Set `status`, or move one step along the usual path; return the order.
+
+        KeyError for an unknown order, ValueError for an unknown status.
+        """
+        if status is not None and status not in KNOWN_STATUSES:
+            raise ValueError(f"{status!r} is not a PlanOmatic order status")
+        with self._lock:
+            for entry in self._entries:
+                if entry.order["order_id"] == order_id:
+                    current = entry.order["order_status"]
+                    if status is None:
+                        status = HAPPY_PATH.get(current, current)
+                    entry.order["order_status"] = status
+                    return copy.deepcopy(entry.order)
         raise KeyError(order_id)
 
     def snapshot(self) -> list[dict[str, Any]]:

@@ -82,6 +82,7 @@ class SandboxServer:
             return
         self._stopped = True
         # shutdown() waits for a serve loop to finish, so it would hang if none ever ran.
+        self._httpd.stopping.set()  # releases stalled handlers at once
         if self._serving:
             self._httpd.shutdown()
         if self._thread is not None:
@@ -112,12 +113,20 @@ class SandboxServer:
         """Set an order's status as the vendor's back office would (KeyError if unknown)."""
         self._app.ledger.advance_status(order_id, status)
 
+    def inject(self, action: str, *kinds: str) -> None:
+        """Queue faults for the next requests of `action` (see `sandbox.faults`)."""
+        self._app.faults.add(action, kinds)
+
+    def pending_faults(self) -> dict[str, list[str]]:
+        return self._app.faults.pending()
+
 
 class _SandboxHTTPServer(ThreadingHTTPServer):
     daemon_threads = True  # a client holding a keep-alive connection must not block exit
 
     def __init__(self, address: tuple[str, int], app: SandboxApp) -> None:
         self.app = app
+        self.stopping = threading.Event()
         super().__init__(address, _SandboxRequestHandler)
 
     def server_bind(self) -> None:
@@ -158,6 +167,9 @@ class _SandboxRequestHandler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         started = time.perf_counter()
         raw_body = self._read_body()
+        latency = self.server.app.config.latency_seconds
+        if latency > 0:
+            self.server.stopping.wait(latency)
         try:
             reply = self.server.app.respond(self.command, self.path, raw_body)
         # The vendor answers any unexpected failure with 500 application-crash; so does its twin.
@@ -172,7 +184,14 @@ class _SandboxRequestHandler(BaseHTTPRequestHandler):
             path=urlsplit(self.path).path,
             status=reply.status,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            **({"fault": reply.after} if reply.after else {}),
         )
+        if reply.after == "stall":
+            self.server.stopping.wait(self.server.app.config.stall_seconds)
+        if reply.after in ("drop", "stall"):
+            # Saved, but the client never hears: close without a byte of answer.
+            self.close_connection = True
+            return
         self._send(reply)
 
     def _read_body(self) -> bytes | None:
@@ -191,9 +210,10 @@ class _SandboxRequestHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def _send(self, reply: Reply) -> None:
-        payload = json.dumps(reply.body).encode()
+        payload = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
         self.send_response(reply.status)
-        self.send_header("Content-Type", "application/json")
+        content_type = "text/html" if reply.raw is not None else "application/json"
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(payload)))
         for name, value in reply.headers:
             self.send_header(name, value)

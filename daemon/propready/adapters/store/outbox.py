@@ -1,16 +1,36 @@
-"""The order outbox: rows written with their decision, then sent in leased, committed phases."""
+"""The order outbox: rows written with their decision, then sent in leased, committed phases.
+
+Every function here takes an open connection inside the caller's transaction; the service layer
+decides where transactions begin and end (the atomic phases of reliability.md).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from propready.adapters.store.schema import orders
-from propready.core.orders import HOLDS_WINDOW, OrderState
+from propready.adapters.store.schema import UtcDateTime, orders
+from propready.core.orders import FREES_WINDOW, HOLDS_WINDOW, VENDOR_FINAL_STATUSES, OrderState
 from propready.core.planning import OrderPlan, window_end
+
+_HOLDING = [s.value for s in HOLDS_WINDOW]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderInserted:
+    order_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowTaken:
+    """The plan was not inserted: `blocker` is the order holding the property's window."""
+
+    blocker: Mapping[str, Any]
+    by_constraint: bool  # True when the database constraint, not the check, refused it
 
 
 def blocking_order(
@@ -23,7 +43,8 @@ def blocking_order(
             .where(
                 orders.c.external_property_id == property_id,
                 orders.c.window_end > now,
-                orders.c.state.in_([s.value for s in HOLDS_WINDOW]),
+                orders.c.created_at < orders.c.window_end,
+                orders.c.state.in_(_HOLDING),
             )
             .order_by(orders.c.created_at.desc())
             .limit(1)
@@ -32,6 +53,48 @@ def blocking_order(
         .first()
     )
     return dict(row) if row is not None else None
+
+
+def insert_order_in_window(
+    connection: sa.Connection,
+    plan: OrderPlan,
+    *,
+    event_id: int | None,
+    rule_id: str,
+    rules_version: str,
+    state: OrderState,
+    now: datetime,
+) -> OrderInserted | WindowTaken:
+    """Claim the property's duplicate window and write the order, or name who holds the window.
+
+    The check finds the usual case cheaply. Racers that pass it together (PostgreSQL under READ
+    COMMITTED) are stopped by the exclusion constraint, SQLite's by its trigger; the loser's
+    insert is undone in a savepoint so the caller's transaction (the whole poll batch) goes on.
+    """
+    blocker = blocking_order(connection, plan.external_property_id, now)
+    if blocker is not None:
+        return WindowTaken(blocker, by_constraint=False)
+    try:
+        with connection.begin_nested():
+            order_id = insert_order(
+                connection,
+                plan,
+                event_id=event_id,
+                rule_id=rule_id,
+                rules_version=rules_version,
+                state=state,
+                now=now,
+            )
+    except sa.exc.IntegrityError:
+        # The winner has committed by now (PostgreSQL waits for it before raising), so a fresh
+        # statement sees it. The same decision inserted twice collides on external_order_id.
+        found = blocking_order(connection, plan.external_property_id, now)
+        if found is None:
+            found = find_by_external_order_id(connection, plan.external_order_id)
+        if found is None:
+            raise  # some other integrity problem: not ours to hide
+        return WindowTaken(found, by_constraint=True)
+    return OrderInserted(order_id)
 
 
 def insert_order(
@@ -44,6 +107,7 @@ def insert_order(
     state: OrderState,
     now: datetime,
 ) -> int:
+    """Write one order row without any check (the database constraint still applies)."""
     result = connection.execute(
         orders.insert()
         .values(
@@ -72,7 +136,7 @@ def due_order_ids(connection: sa.Connection, now: datetime, limit: int) -> list[
         connection.execute(
             sa.select(orders.c.id)
             .where(orders.c.state == OrderState.PLANNED.value, orders.c.next_attempt_at <= now)
-            .order_by(orders.c.id)
+            .order_by(orders.c.next_attempt_at, orders.c.id)
             .limit(limit)
         ).scalars()
     )
@@ -80,7 +144,7 @@ def due_order_ids(connection: sa.Connection, now: datetime, limit: int) -> list[
 
 def lease_for_sending(
     connection: sa.Connection, order_id: int, owner: str, now: datetime, lease_seconds: float
-) -> Mapping[str, Any] | None:
+) -> dict[str, Any] | None:
     """Move one planned order to `sending` under a lease; None if someone else took it first."""
     result = connection.execute(
         orders.update()
@@ -98,7 +162,7 @@ def lease_for_sending(
     return get_order(connection, order_id)
 
 
-def get_order(connection: sa.Connection, order_id: int) -> Mapping[str, Any] | None:
+def get_order(connection: sa.Connection, order_id: int) -> dict[str, Any] | None:
     row = connection.execute(sa.select(orders).where(orders.c.id == order_id)).mappings().first()
     return dict(row) if row is not None else None
 
@@ -109,12 +173,16 @@ def set_outcome(
     state: OrderState,
     now: datetime,
     *,
+    expected_state: OrderState | None = None,
+    expected_owner: str | None = None,
     vendor_order_id: str | None = None,
     vendor_request_id: str | None = None,
     vendor_status: str | None = None,
     last_error: str | None = None,
     next_attempt_at: datetime | None = None,
-) -> None:
+    ambiguous_at: datetime | None = None,
+) -> bool:
+    """Record where an order stands now; False when `expected_state` no longer holds."""
     values: dict[str, Any] = {
         "state": state.value,
         "updated_at": now,
@@ -129,19 +197,97 @@ def set_outcome(
         values["vendor_request_id"] = vendor_request_id
     if vendor_status is not None:
         values["vendor_status"] = vendor_status
-    if state not in HOLDS_WINDOW:
-        values["window_end"] = now  # no vendor order exists: free the window
-    connection.execute(orders.update().where(orders.c.id == order_id).values(**values))
-
-
-def expired_leases(connection: sa.Connection, now: datetime) -> list[Mapping[str, Any]]:
-    """Orders left in `sending` by a sender that died: their POST may or may not have happened."""
-    rows = connection.execute(
-        sa.select(orders).where(
-            orders.c.state == OrderState.SENDING.value, orders.c.lease_until < now
+        values["status_checked_at"] = now
+    if ambiguous_at is not None:
+        values["ambiguous_at"] = sa.func.coalesce(orders.c.ambiguous_at, ambiguous_at)
+    if state in FREES_WINDOW:
+        # No vendor order exists (or it was canceled): the window ends now, never before it began.
+        values["window_end"] = sa.case(
+            (orders.c.created_at > sa.literal(now, UtcDateTime), orders.c.created_at),
+            else_=sa.literal(now, UtcDateTime),
         )
+    statement = orders.update().where(orders.c.id == order_id).values(**values)
+    if expected_state is not None:
+        statement = statement.where(orders.c.state == expected_state.value)
+    if expected_owner is not None:
+        statement = statement.where(orders.c.lease_owner == expected_owner)
+    return connection.execute(statement).rowcount == 1
+
+
+def expired_leases(
+    connection: sa.Connection, now: datetime, dead_owners: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Orders left in `sending` by a sender that died: their POST may or may not have happened.
+
+    A lease counts as abandoned when it has expired or when its owner is known to be dead.
+    """
+    abandoned = orders.c.lease_until < now
+    if dead_owners:
+        abandoned = sa.or_(abandoned, orders.c.lease_owner.in_(list(dead_owners)))
+    rows = connection.execute(
+        sa.select(orders)
+        .where(orders.c.state == OrderState.SENDING.value, abandoned)
+        .order_by(orders.c.id)
     ).mappings()
     return [dict(r) for r in rows]
+
+
+def sending_lease_owners(connection: sa.Connection) -> list[str]:
+    rows = connection.execute(
+        sa.select(orders.c.lease_owner)
+        .where(orders.c.state == OrderState.SENDING.value, orders.c.lease_owner.is_not(None))
+        .distinct()
+    ).scalars()
+    return [str(owner) for owner in rows]
+
+
+def approve(connection: sa.Connection, order_id: int, now: datetime) -> bool:
+    """awaiting_approval -> planned, due now; False if the order was not awaiting approval."""
+    result = connection.execute(
+        orders.update()
+        .where(orders.c.id == order_id, orders.c.state == OrderState.AWAITING_APPROVAL.value)
+        .values(state=OrderState.PLANNED.value, updated_at=now, next_attempt_at=now)
+    )
+    return result.rowcount == 1
+
+
+def orders_to_sync(
+    connection: sa.Connection, checked_before: datetime | None, limit: int
+) -> list[int]:
+    """Placed orders the vendor still moves along, least recently checked first.
+
+    With `checked_before`, only those not checked since then.
+    """
+    statement = (
+        sa.select(orders.c.id)
+        .where(
+            orders.c.state == OrderState.PLACED.value,
+            orders.c.vendor_order_id.is_not(None),
+            sa.or_(
+                orders.c.vendor_status.is_(None),
+                orders.c.vendor_status.not_in(list(VENDOR_FINAL_STATUSES)),
+            ),
+        )
+        .order_by(orders.c.status_checked_at.is_not(None), orders.c.status_checked_at, orders.c.id)
+        .limit(limit)
+    )
+    if checked_before is not None:
+        statement = statement.where(
+            sa.or_(
+                orders.c.status_checked_at.is_(None),
+                orders.c.status_checked_at < checked_before,
+            )
+        )
+    return [int(i) for i in connection.execute(statement).scalars()]
+
+
+def record_vendor_status(
+    connection: sa.Connection, order_id: int, vendor_status: str | None, now: datetime
+) -> None:
+    values: dict[str, Any] = {"status_checked_at": now}
+    if vendor_status is not None:
+        values["vendor_status"] = vendor_status
+    connection.execute(orders.update().where(orders.c.id == order_id).values(**values))
 
 
 def list_orders(
@@ -151,6 +297,13 @@ def list_orders(
     if state is not None:
         statement = statement.where(orders.c.state == state)
     return [dict(r) for r in connection.execute(statement).mappings()]
+
+
+def count_by_state(connection: sa.Connection) -> dict[str, int]:
+    rows = connection.execute(
+        sa.select(orders.c.state, sa.func.count()).group_by(orders.c.state)
+    ).all()
+    return {str(state): int(count) for state, count in rows}
 
 
 def find_by_external_order_id(

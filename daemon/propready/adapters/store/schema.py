@@ -130,8 +130,24 @@ orders = sa.Table(
     sa.Column("lease_owner", sa.String(255), nullable=True),
     sa.Column("lease_until", UtcDateTime, nullable=True),
     sa.Column("last_error", sa.Text(), nullable=True),
+    # Set when an attempt's outcome was ambiguous: a later `duplicate` answer from the vendor then
+    # means "the earlier attempt was saved", not a rejection.
+    sa.Column("ambiguous_at", UtcDateTime, nullable=True),
+    sa.Column("status_checked_at", UtcDateTime, nullable=True),
     sa.Index(None, "external_property_id", "window_end"),
     sa.Index(None, "state", "next_attempt_at"),
+    # Not declared here because alembic cannot compare them: on PostgreSQL the exclusion
+    # constraint ex_orders_duplicate_window (btree_gist), on SQLite the trigger
+    # orders_duplicate_window; both created by migration 0002.
+)
+
+# The shared send schedule: one row per vendor api key, read and advanced under a row lock by
+# every sender on every host, so together they stay under the vendor's rate limit.
+send_pacing = sa.Table(
+    "send_pacing",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("next_free_at", sa.Double(), nullable=False),  # epoch seconds of the next free slot
 )
 
 audit_log = sa.Table(

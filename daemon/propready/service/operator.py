@@ -1,0 +1,171 @@
+"""What an operator does to single orders: approve, cancel, resolve an unknown outcome.
+
+Each action checks the order's state and changes it in one transaction with its audit row; a
+cancel at the vendor sits between the check and the record, like a send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from propready.adapters.planomatic import PlanomaticClient, VendorRejected
+from propready.adapters.store import audit, outbox
+from propready.core.orders import (
+    CANCELABLE_VENDOR_STATUSES,
+    CancelRefused,
+    OrderState,
+    cancel_route,
+    check_cancel_request,
+)
+from propready.service.send import order_refs
+
+
+class OrderActionError(Exception):
+    """The action cannot be done on this order; the message says why."""
+
+
+def approve(state: sa.Engine, external_order_id: str, now: datetime, by: str) -> dict[str, Any]:
+    """awaiting_approval -> planned: the next send picks it up."""
+    with state.begin() as connection:
+        order = _find(connection, external_order_id)
+        if not outbox.approve(connection, int(order["id"]), now):
+            raise OrderActionError(
+                f"{external_order_id} is {order['state']}, not awaiting_approval"
+            )
+        audit.record(
+            connection,
+            "order_approved",
+            now,
+            **order_refs(order),
+            detail={"state": OrderState.PLANNED.value, "approved_by": by},
+        )
+        return {**order, "state": OrderState.PLANNED.value}
+
+
+def cancel(
+    state: sa.Engine,
+    client: PlanomaticClient | None,
+    external_order_id: str,
+    reason: str,
+    notes: str,
+    now: datetime,
+    by: str,
+) -> dict[str, Any]:
+    """Cancel locally (never sent) or at PlanOmatic (placed, still in a cancelable status)."""
+    try:
+        check_cancel_request(reason, notes)
+    except CancelRefused as exc:
+        raise OrderActionError(str(exc)) from None
+    with state.begin() as connection:
+        order = _find(connection, external_order_id)
+    try:
+        route = cancel_route(order)
+    except CancelRefused as exc:
+        raise OrderActionError(f"cannot cancel {external_order_id}: {exc}") from None
+    detail: dict[str, Any] = {"reason": reason, "notes": notes, "canceled_by": by}
+    vendor_status = None
+    if route == "vendor":
+        if client is None:
+            raise OrderActionError("dry_run mode has no PlanOmatic client; cannot cancel there")
+        try:
+            answer = client.cancel_order(str(order["vendor_order_id"]), reason, notes)
+        except VendorRejected as exc:
+            messages = {e.message for e in exc.field_errors if e.attr == "order_id"}
+            if "not_cancelable" in messages:
+                raise OrderActionError(
+                    f"PlanOmatic refuses: the order is past "
+                    f"{', '.join(sorted(CANCELABLE_VENDOR_STATUSES))}; email PlanOmatic support "
+                    "(run `propready orders sync` to see its status)"
+                ) from None
+            raise OrderActionError(f"PlanOmatic refused the cancel: {exc}") from None
+        vendor_status = answer.order_status or "canceled"
+        detail["vendor_status"] = vendor_status
+    expected = OrderState(order["state"])
+    with state.begin() as connection:
+        if not outbox.set_outcome(
+            connection,
+            int(order["id"]),
+            OrderState.CANCELED,
+            now,
+            expected_state=expected,
+            vendor_status=vendor_status,
+        ):
+            raise OrderActionError(f"{external_order_id} changed state meanwhile; look again")
+        audit.record(
+            connection,
+            "order_canceled",
+            now,
+            **order_refs(order),
+            detail={"state": OrderState.CANCELED.value, "where": route, **detail},
+        )
+    return {**order, "state": OrderState.CANCELED.value, "vendor_status": vendor_status}
+
+
+def resolve(
+    state: sa.Engine,
+    client: PlanomaticClient | None,
+    external_order_id: str,
+    now: datetime,
+    by: str,
+    *,
+    vendor_order_id: str | None = None,
+    not_placed: bool = False,
+) -> dict[str, Any]:
+    """Settle an `unknown` order from what the operator found in PlanOmatic's portal.
+
+    With the vendor's order id the order is retrieved to confirm it is ours, then `placed`.
+    With `not_placed` it becomes `failed`, which frees the window for the next readiness.
+    """
+    if (vendor_order_id is None) == (not not_placed):
+        raise OrderActionError("give either --vendor-order-id or --not-placed")
+    with state.begin() as connection:
+        order = _find(connection, external_order_id)
+    if order["state"] not in (OrderState.UNKNOWN.value, OrderState.PLACED.value):
+        raise OrderActionError(f"{external_order_id} is {order['state']}; nothing to resolve")
+    values: dict[str, Any] = {}
+    if vendor_order_id is not None:
+        if client is None:
+            raise OrderActionError("dry_run mode has no PlanOmatic client to confirm the order")
+        found = client.retrieve_order(vendor_order_id)
+        if found.raw.get("external_order_id") not in (None, external_order_id):
+            raise OrderActionError(
+                f"PlanOmatic order {vendor_order_id} belongs to "
+                f"{found.raw.get('external_order_id')}, not {external_order_id}"
+            )
+        target = OrderState.PLACED
+        values = {
+            "vendor_order_id": found.order_id,
+            "vendor_request_id": found.request_id,
+            "vendor_status": found.order_status,
+        }
+    else:
+        target = OrderState.FAILED
+    with state.begin() as connection:
+        if not outbox.set_outcome(
+            connection,
+            int(order["id"]),
+            target,
+            now,
+            expected_state=OrderState(order["state"]),
+            **values,
+        ):
+            raise OrderActionError(f"{external_order_id} changed state meanwhile; look again")
+        audit.record(
+            connection,
+            "order_resolved",
+            now,
+            **order_refs(order),
+            detail={"state": target.value, "resolved_by": by, **values},
+        )
+    return {**order, "state": target.value, **values}
+
+
+def _find(connection: sa.Connection, external_order_id: str) -> Mapping[str, Any]:
+    order = outbox.find_by_external_order_id(connection, external_order_id)
+    if order is None:
+        raise OrderActionError(f"no order {external_order_id!r}")
+    return order

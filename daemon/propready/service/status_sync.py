@@ -1,0 +1,105 @@
+"""Status sync: ask PlanOmatic where each placed order stands, and record every change.
+
+The API has no list or search, so each open order costs one `retrieve` under the shared rate
+limit; `min_interval` keeps a large backlog from crowding out new orders. Callable from the
+scheduler (`sync_statuses`) and from `propready orders sync`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from propready.adapters.planomatic import PlanomaticClient, VendorError
+from propready.adapters.store import audit, outbox
+from propready.core.orders import VENDOR_CANCELED_STATUSES, OrderState
+from propready.service.components import Components, CycleSummary
+from propready.service.send import order_refs
+
+log = structlog.get_logger("propready.sync")
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    external_order_id: str
+    external_property_id: str
+    vendor_order_id: str
+    old_status: str | None
+    new_status: str | None
+    state: str
+
+
+def sync_statuses(
+    components: Components,
+    now: datetime,
+    summary: CycleSummary,
+    *,
+    min_interval: timedelta | None = timedelta(minutes=15),
+    limit: int = 100,
+) -> list[StatusChange]:
+    """Retrieve up to `limit` placed orders not checked within `min_interval` (None: any);
+    record each change in the audit log."""
+    if components.client is None:
+        return []
+    checked_before = now - min_interval if min_interval is not None else None
+    with components.state.begin() as connection:
+        due = outbox.orders_to_sync(connection, checked_before, limit)
+    changes = []
+    for order_id in due:
+        change = _sync_one(components, components.client, order_id, now, summary)
+        if change is not None:
+            changes.append(change)
+    return changes
+
+
+def _sync_one(
+    components: Components,
+    client: PlanomaticClient,
+    order_id: int,
+    now: datetime,
+    summary: CycleSummary,
+) -> StatusChange | None:
+    with components.state.begin() as connection:
+        order = outbox.get_order(connection, order_id)
+    if order is None or order["vendor_order_id"] is None:
+        return None
+    components.pacer.wait(components.state)
+    try:
+        vendor = client.retrieve_order(str(order["vendor_order_id"]))
+    except VendorError as exc:
+        # Nothing changes locally; the next sync tries again. Not audited: no business event.
+        log.warning(
+            "status_sync_failed", external_order_id=order["external_order_id"], error=str(exc)
+        )
+        return None
+    summary.status_checked += 1
+    old, new = order["vendor_status"], vendor.order_status
+    state = OrderState(order["state"])
+    with components.state.begin() as connection:
+        outbox.record_vendor_status(connection, order_id, new, now)
+        if new == old:
+            return None
+        summary.status_changed += 1
+        if new in VENDOR_CANCELED_STATUSES:
+            # Canceled at the vendor (by PlanOmatic or in its portal): the window is free again.
+            outbox.set_outcome(
+                connection, order_id, OrderState.CANCELED, now, expected_state=OrderState.PLACED
+            )
+            state = OrderState.CANCELED
+        audit.record(
+            connection,
+            "order_status_changed",
+            now,
+            **order_refs(order),
+            detail={"from": old, "to": new, "state": state.value},
+        )
+    return StatusChange(
+        str(order["external_order_id"]),
+        str(order["external_property_id"]),
+        str(order["vendor_order_id"]),
+        old,
+        new,
+        state.value,
+    )

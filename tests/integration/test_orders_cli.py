@@ -1,0 +1,181 @@
+"""`propready orders approve/cancel/sync/resolve/list` against a real state database and sandbox."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from propready.adapters.sandbox import SandboxConfig, SandboxServer
+from propready.adapters.store import audit, outbox
+from propready.adapters.store.engine import create_state_engine
+from propready.core.orders import OrderState
+from propready.service import run_cycle
+from tests.integration.cycle_support import Clock, PmDatabase, home, make_settings, wired
+from tests.integration.test_orders_recovery import _config
+
+
+@pytest.fixture
+def pm(tmp_path: Path) -> Iterator[PmDatabase]:
+    database = PmDatabase(f"sqlite:///{tmp_path / 'pm.db'}")
+    database.insert(home("H1"), home("H2"))
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    with SandboxServer(SandboxConfig.default()) as server:
+        yield server
+
+
+def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "propready", "--config", str(config), "orders", *args],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=120,
+        check=False,
+    )
+
+
+def _json_rows(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def _orders_for(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer, mode: str
+) -> dict[str, str]:
+    """Make H1 and H2 ready and run cycles in `mode`; return property -> external_order_id."""
+    clock = Clock()
+    settings = make_settings(state_url, pm.url, sandbox.url, mode=mode)
+    with wired(settings) as parts:
+        run_cycle(parts, clock)
+        pm.set("H1", status="Vacant Unrented Ready")
+        pm.set("H2", status="Vacant Unrented Ready")
+        clock.now += timedelta(minutes=5)
+        run_cycle(parts, clock)
+        with parts.state.connect() as connection:
+            rows = outbox.list_orders(connection)
+    return {r["external_property_id"]: r["external_order_id"] for r in rows}
+
+
+def _config_for(tmp_path: Path, state_url: str, sandbox: SandboxServer, mode: str) -> Path:
+    config = _config(tmp_path, state_url, sandbox.url, 0)
+    config.write_text(config.read_text() + f'[orders]\nmode = "{mode}"\n')
+    return config
+
+
+def test_approve_releases_an_order_and_cancel_of_an_unsent_one_stays_local(
+    tmp_path: Path, state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    """approval mode: approve moves one order to planned; cancel frees the other, sending nothing."""
+    ids = _orders_for(state_url, pm, sandbox, "approval")
+    config = _config_for(tmp_path, state_url, sandbox, "approval")
+    waiting = _json_rows(_cli(config, "list", "--state", "awaiting_approval", "--format", "json"))
+    assert {r["external_order_id"] for r in waiting} == set(ids.values())
+    (approved,) = _json_rows(_cli(config, "approve", ids["H1"], "--format", "json"))
+    assert approved["state"] == "planned"
+    again = _cli(config, "approve", ids["H1"])
+    assert again.returncode == 1
+    assert "not awaiting_approval" in again.stderr
+    canceled = _cli(config, "cancel", ids["H2"], "--notes", "home sold", "--format", "csv")
+    assert canceled.returncode == 0, canceled.stderr
+    (row,) = list(csv.DictReader(io.StringIO(canceled.stdout)))
+    assert row["state"] == "canceled"
+    assert sandbox.requests_seen() == 0
+    engine = create_state_engine(state_url)
+    try:
+        with engine.connect() as connection:
+            kinds = [e["kind"] for e in audit.query_events(connection)]
+    finally:
+        engine.dispose()
+    assert {"order_approved", "order_canceled"} <= set(kinds)
+
+
+def test_cancel_at_the_vendor_and_its_refusal_after_scheduling(
+    tmp_path: Path, state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    """A new order is canceled at PlanOmatic; a scheduled one is refused with the reason."""
+    ids = _orders_for(state_url, pm, sandbox, "live")
+    config = _config_for(tmp_path, state_url, sandbox, "live")
+    by_property = {o["external_property_id"]: o for o in sandbox.orders}
+    bad_notes = _cli(config, "cancel", ids["H1"], "--notes", "x" * 256)
+    assert bad_notes.returncode == 1
+    assert "at most 255" in bad_notes.stderr
+    (canceled,) = _json_rows(
+        _cli(config, "cancel", ids["H1"], "--notes", "sold", "--format", "json")
+    )
+    assert canceled["state"] == "canceled"
+    assert sandbox.orders[0]["order_status"] == "canceled"
+    sandbox.advance_status(by_property["H2"]["order_id"], "scheduled")
+    synced = _json_rows(_cli(config, "sync", "--all", "--format", "json"))
+    assert [(r["external_order_id"], r["new_status"]) for r in synced] == [(ids["H2"], "scheduled")]
+    refused = _cli(config, "cancel", ids["H2"], "--notes", "sold")
+    assert refused.returncode == 1
+    assert "'scheduled'" in refused.stderr
+    assert "support" in refused.stderr
+    engine = create_state_engine(state_url)
+    try:
+        with engine.connect() as connection:
+            (changed,) = audit.query_events(connection, kinds=["order_status_changed"])
+    finally:
+        engine.dispose()
+    assert changed["detail"]["from"] == "new_request"
+    assert changed["detail"]["to"] == "scheduled"
+
+
+def test_sync_records_a_vendor_side_cancel_and_frees_the_window(
+    tmp_path: Path, state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    """PlanOmatic canceled it: sync moves the order to canceled and its window ends."""
+    ids = _orders_for(state_url, pm, sandbox, "live")
+    config = _config_for(tmp_path, state_url, sandbox, "live")
+    for order in sandbox.orders:
+        if order["external_property_id"] == "H1":
+            sandbox.advance_status(order["order_id"], "canceled")
+    synced = _json_rows(_cli(config, "sync", "--all", "--format", "json"))
+    assert [(r["external_order_id"], r["state"]) for r in synced] == [(ids["H1"], "canceled")]
+    assert _json_rows(_cli(config, "sync", "--format", "json")) == []  # checked recently
+
+
+def test_an_unknown_order_is_listed_and_resolved_by_the_operator(
+    tmp_path: Path, state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    """`list --state unknown` shows it; resolve with the vendor's id confirms and places it."""
+    sandbox.inject("create", "drop", "500")
+    ids = _orders_for(state_url, pm, sandbox, "live")
+    config = _config_for(tmp_path, state_url, sandbox, "live")
+    unknown = _json_rows(_cli(config, "list", "--state", "unknown", "--format", "json"))
+    assert {r["external_order_id"] for r in unknown} == set(ids.values())
+    (saved,) = sandbox.orders  # the dropped one was saved; the 500 one was not
+    mine = next(k for k, v in ids.items() if v == saved["external_order_id"])
+    other = "H2" if mine == "H1" else "H1"
+    wrong = _cli(config, "resolve", ids[other], "--vendor-order-id", str(saved["order_id"]))
+    assert wrong.returncode == 1
+    assert "belongs to" in wrong.stderr
+    (placed,) = _json_rows(
+        _cli(
+            config,
+            "resolve",
+            ids[mine],
+            "--vendor-order-id",
+            str(saved["order_id"]),
+            "--format",
+            "json",
+        )
+    )
+    assert placed["state"] == OrderState.PLACED
+    (failed,) = _json_rows(_cli(config, "resolve", ids[other], "--not-placed", "--format", "json"))
+    assert failed["state"] == OrderState.FAILED
