@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -250,3 +250,40 @@ def test_rows_written_before_the_migration_are_chained(
         assert _verify(engine) == (True, 4, None)
     finally:
         engine.dispose()
+
+
+def test_buffered_rows_are_appended_in_order_and_chained(state_engine: sa.Engine) -> None:
+    """Rows recorded inside audit.buffered() land together, in order, in one valid chain."""
+    at = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    with state_engine.begin() as connection:
+        audit.record(connection, "before", at)
+        with audit.buffered(connection):
+            for n in range(5):
+                audit.record(connection, f"buffered_{n}", at, detail={"n": n})
+            # Nothing is written until the block ends.
+            assert (
+                connection.execute(sa.select(sa.func.count()).select_from(audit_log)).scalar() == 1
+            )
+    with state_engine.connect() as connection:
+        kinds = list(
+            connection.execute(sa.select(audit_log.c.kind).order_by(audit_log.c.id)).scalars()
+        )
+    assert kinds == ["before", *(f"buffered_{n}" for n in range(5))]
+    assert _verify(state_engine) == (True, 6, None)
+
+
+def test_buffered_rows_are_dropped_with_a_failed_block(state_engine: sa.Engine) -> None:
+    """A block that raises writes none of its buffered rows, and the buffer is gone afterwards."""
+    at = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+    def failing_batch() -> None:
+        with state_engine.begin() as connection, audit.buffered(connection):
+            audit.record(connection, "lost", at)
+            raise RuntimeError("batch failed")
+
+    with pytest.raises(RuntimeError, match="batch failed"):
+        failing_batch()
+    with state_engine.begin() as connection:
+        audit.record(connection, "kept", at)
+    with state_engine.connect() as connection:
+        assert list(connection.execute(sa.select(audit_log.c.kind)).scalars()) == ["kept"]

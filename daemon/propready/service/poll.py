@@ -201,7 +201,7 @@ def _process_batch(
             rows.append((property_id, digest, values))
         if state.cursor_index is not None and values[state.cursor_index] is not None:
             state.last_cursor = values[state.cursor_index]
-    with components.state.begin() as connection:
+    with components.state.begin() as connection, audit.buffered(connection):
         stored = properties.load_properties(
             connection, [r[0] for r in rows], with_facts=bool(analysis.change_based)
         )
