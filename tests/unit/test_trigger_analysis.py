@@ -61,3 +61,15 @@ def test_unchanged_rows_reevaluate_only_what_can_move() -> None:
     assert triggers_to_reevaluate(analysis, memory, full_pass=False) == {"c"}
     del memory["a"]
     assert triggers_to_reevaluate(analysis, memory, full_pass=False) == {"a", "c"}
+
+
+def test_remembered_fields_follow_every_use_of_previous() -> None:
+    """Only fields `previous` reads (in triggers or rules) are kept; a whole-map use keeps all."""
+    triggers = {"rent": "has(previous.rent) && previous.rent != property.rent"}
+    assert analyse_triggers({"a": "property.x == 1"}).remembered == set()
+    assert analyse_triggers(triggers).remembered == {"rent"}
+    assert analyse_triggers(triggers, ["previous.status == 'Occupied'"]).remembered == {
+        "rent",
+        "status",
+    }
+    assert analyse_triggers(triggers, ["size(previous) > 0"]).remembered is None

@@ -7,7 +7,7 @@ recorded as true and waits to fall and rise again). A condition that falls re-ar
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -82,10 +82,18 @@ class TriggerAnalysis:
     fields: frozenset[str] | None
     time_based: frozenset[str]
     change_based: frozenset[str]
+    # The fields `previous` is read for anywhere (triggers and rules); None: any field. Only
+    # these are kept in the state database: a first pass over a large portfolio writes far less.
+    remembered: frozenset[str] | None = frozenset()
 
 
-def analyse_triggers(sources: Mapping[str, str]) -> TriggerAnalysis:
-    """Analyse trigger expressions given as {name: CEL source}."""
+def analyse_triggers(
+    sources: Mapping[str, str], other_expressions: Iterable[str] = ()
+) -> TriggerAnalysis:
+    """Analyse trigger expressions given as {name: CEL source}.
+
+    `other_expressions` (the rules' conditions and quantities) count only for `remembered`.
+    """
     fields: set[str] | None = set()
     time_based: set[str] = set()
     change_based: set[str] = set()
@@ -104,11 +112,18 @@ def analyse_triggers(sources: Mapping[str, str]) -> TriggerAnalysis:
                 fields = None
             elif fields is not None:
                 fields |= previous_fields
+    remembered: set[str] | None = set()
+    for source in [*sources.values(), *other_expressions]:
+        if not uses_variable(source, "previous"):
+            continue
+        read = referenced_fields(source, "previous")
+        remembered = None if read is None or remembered is None else remembered | read
     return TriggerAnalysis(
         names=frozenset(sources),
         fields=frozenset(fields) if fields is not None else None,
         time_based=frozenset(time_based),
         change_based=frozenset(change_based),
+        remembered=frozenset(remembered) if remembered is not None else None,
     )
 
 

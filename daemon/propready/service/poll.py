@@ -25,7 +25,7 @@ import structlog
 
 from propready.adapters.source import SourceBatch, incremental_query, stream_batches
 from propready.adapters.store import audit, properties
-from propready.core.expressions import EvaluationScope
+from propready.core.expressions import EvaluationScope, Expression
 from propready.core.facts import RowProblem, RowTyper, facts_for_storage
 from propready.core.model import PropertySnapshot
 from propready.core.rules import RuleSet
@@ -52,7 +52,15 @@ def _analysis(rules: RuleSet) -> TriggerAnalysis:
     if analysis is None:
         if len(_ANALYSES) > 16:  # reloads over a long run must not grow this without bound
             _ANALYSES.clear()
-        analysis = analyse_triggers({name: e.source for name, e in rules.triggers.items()})
+        rule_expressions = [
+            expression.source
+            for rule in rules.rules
+            for expression in (rule.when, *(s.quantity for s in rule.services))
+            if isinstance(expression, Expression)
+        ]
+        analysis = analyse_triggers(
+            {name: e.source for name, e in rules.triggers.items()}, rule_expressions
+        )
         _ANALYSES[rules.version] = analysis
     return analysis
 
@@ -202,12 +210,15 @@ def _process_batch(
         if state.cursor_index is not None and values[state.cursor_index] is not None:
             state.last_cursor = values[state.cursor_index]
     with components.state.begin() as connection, audit.buffered(connection):
-        stored = properties.load_properties(
-            connection, [r[0] for r in rows], with_facts=bool(analysis.change_based)
-        )
+        stored = properties.load_properties(connection, [r[0] for r in rows], with_facts=False)
         changed_ids = [
             pid for pid, digest, _ in rows if pid not in stored or stored[pid].row_hash != digest
         ]
+        if changed_ids and (analysis.remembered is None or analysis.remembered):
+            # `previous` is read only for rows that changed: load their facts, not everyone's.
+            stored.update(properties.load_properties(connection, changed_ids, with_facts=True))
+        # Most rows of a poll are unchanged and need nothing at all: decide that inline.
+        quick_skip = not analysis.change_based and not (state.full_pass and analysis.time_based)
         held = properties.quarantined(connection, [key for key, _, _ in problems] + changed_ids)
         writes = _BatchWrites()
         for key, digest, problem in problems:
@@ -215,6 +226,9 @@ def _process_batch(
         for property_id, digest, values in rows:
             previous = stored.get(property_id)
             if previous is not None and previous.row_hash == digest:
+                if quick_skip and previous.remembers_all(analysis.names):
+                    summary.unchanged += 1
+                    continue
                 _reevaluate_unchanged(
                     components,
                     connection,
@@ -350,7 +364,8 @@ def _evaluate_changed(
     new_memory.update({u.trigger_name: u.memory for u in updates})
     record = {
         "row_hash": digest,
-        "facts": snapshot.public_facts(),  # typed; the store encodes it the cheapest way it has
+        # Only what `previous` can read is kept (typed; the store encodes it).
+        "facts": _remembered_facts(snapshot, analysis),
         "triggers": properties.encode_triggers(new_memory),
     }
     if previous is None:
@@ -369,6 +384,13 @@ def _evaluate_changed(
     _handle_edges(components, connection, snapshot, updates, now, summary, errors, prior)
 
 
+def _remembered_facts(snapshot: PropertySnapshot, analysis: TriggerAnalysis) -> dict[str, Any]:
+    public = snapshot.public_facts()
+    if analysis.remembered is None:
+        return public
+    return {k: v for k, v in public.items() if k in analysis.remembered}
+
+
 def _reevaluate_unchanged(
     components: Components,
     connection: sa.Connection,
@@ -383,13 +405,6 @@ def _reevaluate_unchanged(
     full_pass: bool,
 ) -> None:
     """An unchanged row: only triggers whose value can change without the row are evaluated."""
-    if (
-        not analysis.change_based
-        and not (full_pass and analysis.time_based)
-        and stored.remembers_all(analysis.names)
-    ):
-        summary.unchanged += 1  # the common case, decided without decoding any JSON
-        return
     due = triggers_to_reevaluate(analysis, stored.triggers, full_pass=full_pass)
     if not due:
         summary.unchanged += 1

@@ -169,11 +169,10 @@ def update_trigger_memory(connection: sa.Connection, rows: list[dict[str, Any]])
 def iter_properties(
     connection: sa.Connection, batch_size: int = 2000
 ) -> Iterator[Mapping[str, Any]]:
-    """Every remembered property (id, facts, triggers), streamed, in id order."""
+    """Every remembered property (id, trigger memory), streamed, in id order."""
     result = connection.execution_options(stream_results=True, yield_per=batch_size).execute(
         sa.select(
             property_state.c.external_property_id,
-            property_state.c.facts,
             property_state.c.triggers,
         ).order_by(property_state.c.external_property_id)
     )
@@ -230,15 +229,6 @@ def mark_event_decided(connection: sa.Connection, event_id: int, now: datetime) 
     connection.execute(
         readiness_event.update().where(readiness_event.c.id == event_id).values(decided_at=now)
     )
-
-
-def property_facts(connection: sa.Connection, property_id: str) -> dict[str, Any] | None:
-    row = connection.execute(
-        sa.select(property_state.c.facts).where(
-            property_state.c.external_property_id == property_id
-        )
-    ).scalar()
-    return dict(row) if row is not None else None
 
 
 # --- quarantine ------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ property_state = sa.Table(
     sa.Column("external_property_id", PROPERTY_ID, primary_key=True),
     # A fingerprint of the raw source row: an unchanged row is recognised without typing it.
     sa.Column("row_hash", sa.String(64), nullable=False),
-    sa.Column("facts", Json, nullable=False),  # typed facts without secrets: `previous` in CEL
+    # The facts `previous` can read in CEL (those the rules mention), without secrets.
+    sa.Column("facts", Json, nullable=False),
     # Trigger memory: {trigger name: [is_true, edge_count]}.
     sa.Column("triggers", Json, nullable=False, server_default="{}"),
     sa.Column("first_seen_at", UtcDateTime, nullable=False),
