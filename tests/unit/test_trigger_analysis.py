@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from propready.core.cel_fields import referenced_fields, uses_variable
+from propready.core.expressions import fields_read, reads_variable
 from propready.core.triggers import TriggerMemory, analyse_triggers, triggers_to_reevaluate
 
 
@@ -19,16 +19,16 @@ from propready.core.triggers import TriggerMemory, analyse_triggers, triggers_to
         ("now > today", set()),
     ],
 )
-def test_referenced_fields(source: str, fields: set[str] | None) -> None:
+def test_fields_read(source: str, fields: set[str] | None) -> None:
     """Field references are found outside string literals; whole-map uses mean every field."""
-    found = referenced_fields(source)
+    found = fields_read(source)
     assert (None if found is None else set(found)) == fields
 
 
 def test_uses_variable_ignores_string_literals() -> None:
     """`now` inside a string is not a use of the clock."""
-    assert uses_variable("property.d < now", "now")
-    assert not uses_variable('property.note == "now"', "now")
+    assert reads_variable("property.d < now", "now")
+    assert not reads_variable('property.note == "now"', "now")
 
 
 def test_analysis_classifies_triggers() -> None:

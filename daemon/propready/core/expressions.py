@@ -165,6 +165,47 @@ def _field_references(tokens: list[tuple[str, str, int]]) -> list[tuple[str, int
     return found
 
 
+def fields_read(source: str, variable: str = "property") -> frozenset[str] | None:
+    """The fields of `variable` (`property` or `previous`) that `source` reads.
+
+    None when the expression uses the map as a whole (`size(property)`, a macro such as
+    `property.exists(...)`), so any field may be read. The poll converts only the fields its
+    triggers read into CEL, which is safe only with this answer.
+    """
+    tokens = _tokens(source)
+    fields: set[str] = set()
+    for i, (kind, text, _offset) in enumerate(tokens):
+        if kind != "ident" or text != variable or (i > 0 and tokens[i - 1][1] == "."):
+            continue
+        following = tokens[i + 1 : i + 4]
+        if len(following) >= 2 and following[0][1] == "." and following[1][0] == "ident":
+            if len(following) == 3 and following[2][1] == "(":
+                return None  # a macro or method over the whole map
+            fields.add(following[1][1])
+            continue
+        if (
+            len(following) == 3
+            and following[0][1] == "["
+            and following[1][0] == "string"
+            and following[2][1] == "]"
+        ):
+            literal = following[1][1].lstrip("rRbB")
+            if not literal.startswith(("'''", '"""')):
+                fields.add(literal[1:-1])
+                continue
+        return None
+    return frozenset(fields)
+
+
+def reads_variable(source: str, variable: str) -> bool:
+    """Whether `source` uses `variable` at all (string literals and comments do not count)."""
+    tokens = _tokens(source)
+    return any(
+        kind == "ident" and text == variable and (i == 0 or tokens[i - 1][1] != ".")
+        for i, (kind, text, _offset) in enumerate(tokens)
+    )
+
+
 def unknown_fields(expression: Expression, known: Collection[str]) -> list[FieldReference]:
     """References to fields the source query does not return."""
     return [r for r in expression.references if r.name not in known]

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from propready.core.cel_fields import referenced_fields, uses_variable
+from propready.core.expressions import fields_read, reads_variable
 from propready.core.model import Edge
 
 FirstSight = Literal["ignore", "fire"]
@@ -98,25 +98,25 @@ def analyse_triggers(
     time_based: set[str] = set()
     change_based: set[str] = set()
     for name, source in sources.items():
-        used = referenced_fields(source, "property")
+        used = fields_read(source, "property")
         if used is None or fields is None:
             fields = None
         else:
             fields |= used
-        if uses_variable(source, "now") or uses_variable(source, "today"):
+        if reads_variable(source, "now") or reads_variable(source, "today"):
             time_based.add(name)
-        if uses_variable(source, "previous"):
+        if reads_variable(source, "previous"):
             change_based.add(name)
-            previous_fields = referenced_fields(source, "previous")
+            previous_fields = fields_read(source, "previous")
             if previous_fields is None:
                 fields = None
             elif fields is not None:
                 fields |= previous_fields
     remembered: set[str] | None = set()
     for source in [*sources.values(), *other_expressions]:
-        if not uses_variable(source, "previous"):
+        if not reads_variable(source, "previous"):
             continue
-        read = referenced_fields(source, "previous")
+        read = fields_read(source, "previous")
         remembered = None if read is None or remembered is None else remembered | read
     return TriggerAnalysis(
         names=frozenset(sources),
