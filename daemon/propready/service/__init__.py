@@ -14,8 +14,9 @@ from datetime import datetime
 import structlog
 
 from propready.adapters.source import SourceUnavailable
+from propready.service.checkpoints import record_source_failure, source_backoff_over
 from propready.service.components import Components, CycleSummary, Pacer
-from propready.service.poll import poll, record_source_failure, source_backoff_over
+from propready.service.poll import poll
 from propready.service.recovery import recover
 from propready.service.send import send_due
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,12 +35,11 @@ from propready.core.triggers import (
     detect_edges,
     triggers_to_reevaluate,
 )
+from propready.service import checkpoints
 from propready.service.components import Components, CycleSummary
 from propready.service.decide import handle_edge
 
 log = structlog.get_logger("propready.poll")
-
-CHECKPOINT = "source"
 
 
 _ANALYSES: dict[str, TriggerAnalysis] = {}
@@ -107,15 +106,15 @@ def _poll(
 ) -> None:
     source = components.settings.source
     with components.state.begin() as connection:
-        checkpoint = properties.load_checkpoint(connection, CHECKPOINT)
+        checkpoint = properties.load_checkpoint(connection, checkpoints.CHECKPOINT)
     if full_pass is None:
-        full_pass = _full_pass_due(components, checkpoint, now())
+        full_pass = checkpoints.full_pass_due(components, checkpoint, now())
     query, params = source.query, {}
     if not full_pass:
         assert source.cursor_column is not None
         query = incremental_query(source.query, source.cursor_column)
-        since = decode_cursor(checkpoint["cursor_value"])
-        params = {"since": _minus_overlap(since, source.cursor_overlap_seconds)}
+        since = checkpoints.decode_cursor(checkpoint["cursor_value"])
+        params = {"since": checkpoints.minus_overlap(since, source.cursor_overlap_seconds)}
     state = PollState(full_pass=full_pass)
     summary.full_pass = full_pass
     started = now()
@@ -136,45 +135,7 @@ def _poll(
         values.update(last_error=None, consecutive_failures=0)
         if full_pass:
             values["last_full_pass_at"] = started
-        properties.save_checkpoint(connection, CHECKPOINT, **values)
-
-
-def record_source_failure(components: Components, error: str, now: datetime) -> int:
-    """Remember a failed poll (for backoff and health); return the consecutive failure count."""
-    with components.state.begin() as connection:
-        checkpoint = properties.load_checkpoint(connection, CHECKPOINT)
-        failures = int(checkpoint.get("consecutive_failures") or 0) + 1
-        properties.save_checkpoint(
-            connection,
-            CHECKPOINT,
-            last_poll_at=now,
-            last_error=error,
-            consecutive_failures=failures,
-        )
-    return failures
-
-
-def source_backoff_over(components: Components, now: datetime) -> bool:
-    """After failed polls, wait poll_interval * 2^(failures-1), at most an hour, before the next."""
-    with components.state.begin() as connection:
-        checkpoint = properties.load_checkpoint(connection, CHECKPOINT)
-    failures = int(checkpoint.get("consecutive_failures") or 0)
-    last = checkpoint.get("last_poll_at")
-    if failures == 0 or last is None:
-        return True
-    interval = components.settings.source.poll_interval_seconds
-    wait = min(3600.0, interval * 2 ** min(failures - 1, 16))
-    return bool(now - last >= timedelta(seconds=wait))
-
-
-def _full_pass_due(components: Components, checkpoint: Mapping[str, Any], now: datetime) -> bool:
-    source = components.settings.source
-    if source.cursor_column is None or checkpoint.get("cursor_value") is None:
-        return True
-    last_full = checkpoint.get("last_full_pass_at")
-    return last_full is None or now - last_full >= timedelta(
-        seconds=source.full_scan_interval_seconds
-    )
+        properties.save_checkpoint(connection, checkpoints.CHECKPOINT, **values)
 
 
 def _process_batch(
@@ -264,7 +225,9 @@ def _process_batch(
         writes.flush(connection, now)
         if not state.full_pass and state.last_cursor is not None:
             properties.save_checkpoint(
-                connection, CHECKPOINT, cursor_value=encode_cursor(state.last_cursor)
+                connection,
+                checkpoints.CHECKPOINT,
+                cursor_value=checkpoints.encode_cursor(state.last_cursor),
             )
         elif (
             state.full_pass
@@ -272,17 +235,7 @@ def _process_batch(
             and components.settings.source.cursor_column
         ):
             # A full pass reads in source order, not cursor order: only the maximum is safe.
-            _advance_cursor_to_max(connection, state.last_cursor)
-
-
-def _advance_cursor_to_max(connection: sa.Connection, value: Any) -> None:
-    current = decode_cursor(properties.load_checkpoint(connection, CHECKPOINT)["cursor_value"])
-    try:
-        larger = current is None or value > current
-    except TypeError:
-        larger = True
-    if larger:
-        properties.save_checkpoint(connection, CHECKPOINT, cursor_value=encode_cursor(value))
+            checkpoints.advance_cursor_to_max(connection, state.last_cursor)
 
 
 @dataclass
@@ -476,39 +429,3 @@ def _handle_edges(
         handle_edge(
             components, connection, snapshot, edge, scope, stored_facts, now, summary, errors
         )
-
-
-def encode_cursor(value: Any) -> Any:
-    """A cursor value as JSON: timestamps and dates keep their type."""
-    if isinstance(value, datetime):
-        return {"timestamp": value.isoformat()}
-    if isinstance(value, date):
-        return {"date": value.isoformat()}
-    if isinstance(value, int | float | str):
-        return value
-    return str(value)
-
-
-def decode_cursor(value: Any) -> Any:
-    if isinstance(value, dict) and "timestamp" in value:
-        return datetime.fromisoformat(value["timestamp"])
-    if isinstance(value, dict) and "date" in value:
-        return date.fromisoformat(value["date"])
-    return value
-
-
-def _minus_overlap(since: Any, overlap_seconds: int) -> Any:
-    """Step the cursor back by the overlap window, so late commits and equal values are re-read."""
-    if isinstance(since, datetime):
-        return since - timedelta(seconds=overlap_seconds)
-    if isinstance(since, date):
-        return since - timedelta(days=1)
-    if isinstance(since, str):
-        # ISO text timestamps (SQLite) compare as text; step back by re-parsing when possible.
-        try:
-            parsed = datetime.fromisoformat(since)
-        except ValueError:
-            return since
-        separator = since[10] if len(since) > 10 else "T"  # keep the source's text format
-        return (parsed - timedelta(seconds=overlap_seconds)).isoformat(sep=separator)
-    return since
