@@ -123,11 +123,3 @@ def configure_logging(
     )
     for noisy in ("httpx", "httpcore", "apscheduler", "alembic", "sqlalchemy"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def bind_context(**values: Any) -> None:
-    structlog.contextvars.bind_contextvars(**values)
-
-
-def clear_context() -> None:
-    structlog.contextvars.clear_contextvars()

@@ -299,13 +299,6 @@ def list_orders(
     return [dict(r) for r in connection.execute(statement).mappings()]
 
 
-def count_by_state(connection: sa.Connection) -> dict[str, int]:
-    rows = connection.execute(
-        sa.select(orders.c.state, sa.func.count()).group_by(orders.c.state)
-    ).all()
-    return {str(state): int(count) for state, count in rows}
-
-
 def find_by_external_order_id(
     connection: sa.Connection, external_order_id: str
 ) -> dict[str, Any] | None:

@@ -180,12 +180,6 @@ def iter_properties(
         yield dict(row)
 
 
-def count_properties(connection: sa.Connection) -> int:
-    return int(
-        connection.execute(sa.select(sa.func.count()).select_from(property_state)).scalar_one()
-    )
-
-
 def save_property_triggers(
     connection: sa.Connection, property_id: str, memory: Mapping[str, TriggerMemory]
 ) -> None:
@@ -274,12 +268,6 @@ def release_quarantine(connection: sa.Connection, row_keys: Sequence[str]) -> No
         connection.execute(
             source_quarantine.delete().where(source_quarantine.c.row_key.in_(row_keys))
         )
-
-
-def count_quarantined(connection: sa.Connection) -> int:
-    return int(
-        connection.execute(sa.select(sa.func.count()).select_from(source_quarantine)).scalar_one()
-    )
 
 
 # --- checkpoint and source health ------------------------------------------------------------
