@@ -8,9 +8,9 @@ the highest-priority matching rule supplies everything else (billing entity, met
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime
 from typing import Any, Literal
 
 from propready.core.expressions import EvaluationScope, Expression, SourceLocation
@@ -82,13 +82,14 @@ class RuleSet:
 
 
 def trigger_values(
-    ruleset: RuleSet, scope: EvaluationScope
+    ruleset: RuleSet, scope: EvaluationScope, names: Iterable[str] | None = None
 ) -> tuple[dict[str, bool], dict[str, str]]:
-    """Every trigger's current value for one property, and the errors that made some false."""
+    """The triggers' current values for one property (all, or `names`), and the errors that
+    made some false."""
     values: dict[str, bool] = {}
     errors: dict[str, str] = {}
-    for name, expression in ruleset.triggers.items():
-        value, error = scope.is_true(expression)
+    for name in ruleset.triggers if names is None else names:
+        value, error = scope.is_true(ruleset.triggers[name])
         values[name] = value
         if error is not None:
             errors[name] = error
@@ -242,7 +243,3 @@ def _merge_services(groups: list[tuple[ServiceLine, ...]]) -> tuple[ServiceLine,
         for line in lines:
             merged[line.slug] = max(merged.get(line.slug, 0), line.quantity)
     return tuple(ServiceLine(slug, quantity) for slug, quantity in merged.items())
-
-
-def new_scope(snapshot: PropertySnapshot, now: datetime, zone: tzinfo) -> EvaluationScope:
-    return EvaluationScope(snapshot.facts, now, zone)

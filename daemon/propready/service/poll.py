@@ -28,7 +28,7 @@ from propready.adapters.store import audit, properties
 from propready.core.expressions import EvaluationScope, Expression
 from propready.core.facts import RowProblem, RowTyper, facts_for_storage
 from propready.core.model import PropertySnapshot
-from propready.core.rules import RuleSet
+from propready.core.rules import RuleSet, trigger_values
 from propready.core.triggers import (
     TriggerAnalysis,
     analyse_triggers,
@@ -367,10 +367,10 @@ def _reevaluate_unchanged(
         summary.unchanged += 1
         return
     # Unchanged since the last change: `previous` equals the current facts for change triggers.
-    trigger_values, errors = _trigger_values(
+    current, errors = _trigger_values(
         components, analysis, snapshot.facts, due, now, snapshot.facts
     )
-    updates = detect_edges(stored.triggers, trigger_values, components.settings.orders.first_sight)
+    updates = detect_edges(stored.triggers, current, components.settings.orders.first_sight)
     if not updates:
         summary.unchanged += 1
         return
@@ -399,14 +399,7 @@ def _trigger_values(
         facts if analysis.fields is None else {k: facts[k] for k in analysis.fields if k in facts}
     )
     scope = EvaluationScope(narrow, now, components.settings.source.zone, previous=previous)
-    values: dict[str, bool] = {}
-    errors: dict[str, str] = {}
-    for name in names:
-        value, error = scope.is_true(components.rules.triggers[name])
-        values[name] = value
-        if error is not None:
-            errors[name] = error
-    return values, errors
+    return trigger_values(components.rules, scope, names)
 
 
 def _handle_edges(
