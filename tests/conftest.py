@@ -77,6 +77,15 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def pg_state_url(pg_template: str) -> Iterator[str]:
+    """A fresh migrated PostgreSQL state database, for what only PostgreSQL does (several hosts)."""
+    name = f"propready_t_{uuid.uuid4().hex[:12]}"
+    _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+    yield f"{PG_BASE}/{name}"
+    _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
 def state_engine(state_url: str) -> Iterator[sa.Engine]:
     engine = create_state_engine(state_url)
     yield engine

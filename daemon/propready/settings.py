@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -102,15 +110,33 @@ class PlanomaticSettings(_Section):
 
 
 class MetricsSettings(_Section):
-    listen: str = "127.0.0.1:9464"
+    listen: str = "127.0.0.1:9464"  # "" turns the endpoint off
 
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
+        if value == "":
+            return value
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("must be HOST:PORT, for example 127.0.0.1:9464")
         return value
+
+
+class DaemonSettings(_Section):
+    """How `propready run` schedules its jobs, shares work with other hosts, and stops."""
+
+    # Names this host in order leases and logs; hosts sharing a PostgreSQL state database need
+    # distinct names. Empty: the host name.
+    instance_name: str = Field(default="", max_length=100, pattern=r"^[A-Za-z0-9_.@-]*$")
+    send_interval_seconds: float = Field(default=10, gt=0, le=3600)
+    recovery_interval_seconds: float = Field(default=60, gt=0, le=86400)
+    status_sync_interval_seconds: float = Field(default=900, gt=0, le=86400)
+    # An order being sent is leased this long; another host takes it over once it expires.
+    lease_seconds: float = Field(default=300, ge=5, le=86400)
+    stop_timeout_seconds: float = Field(default=45, gt=0, le=3600)
+    # The systemd watchdog is fed only while some job has finished within this many seconds.
+    watchdog_stall_seconds: float = Field(default=600, ge=1, le=86400)
 
 
 class LogSettings(_Section):
@@ -134,6 +160,7 @@ class Settings(BaseSettings):
     orders: OrdersSettings = OrdersSettings()
     planomatic: PlanomaticSettings = PlanomaticSettings()
     metrics: MetricsSettings = MetricsSettings()
+    daemon: DaemonSettings = DaemonSettings()
     log: LogSettings = LogSettings()
 
     @classmethod
@@ -147,6 +174,17 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML file arrives as init data, so it ranks lowest.
         return (env_settings, CredentialsSource(settings_cls), init_settings)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_request(self) -> Settings:
+        # A lease shorter than one request would let another host re-send an order whose first
+        # request is still in flight.
+        if self.daemon.lease_seconds <= self.planomatic.timeout_seconds:
+            raise ValueError(
+                f"daemon.lease_seconds ({self.daemon.lease_seconds:g}) must be longer than "
+                f"planomatic.timeout_seconds ({self.planomatic.timeout_seconds:g})"
+            )
+        return self
 
     def secret_values(self) -> list[str]:
         """Secret strings the log redactor must mask wherever they appear."""
@@ -242,6 +280,9 @@ def _describe_validation_error(exc: ValidationError, path: Path, text: str) -> s
             reason = "unknown key"
         elif error["type"] == "missing":
             reason = "required key is missing"
+        if not loc:  # a rule across sections: the reason names the keys
+            messages.append(f"{path}: {reason.removeprefix('Value error, ')}")
+            continue
         env_name = ENV_PREFIX + "__".join(part.upper() for part in loc)
         if env_name in {name.upper() for name in os.environ}:
             where = f"environment variable {env_name}"

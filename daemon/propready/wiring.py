@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -12,6 +13,7 @@ from propready.adapters.catalog_file import load_catalog
 from propready.adapters.planomatic import PlanomaticClient
 from propready.adapters.rule_reloader import load_checked_rules
 from propready.adapters.source import create_source_engine
+from propready.adapters.store import audit
 from propready.adapters.store.engine import create_state_engine
 from propready.core.catalog import Catalog
 from propready.service import Components, Pacer
@@ -27,8 +29,15 @@ def catalog_for(settings: Settings) -> Catalog:
     return load_catalog(settings.rules.catalog_path)
 
 
+def instance_name(settings: Settings) -> str:
+    """This daemon's name in leases, logs and audit rows: `[daemon] instance_name` or the host."""
+    return settings.daemon.instance_name or socket.gethostname()
+
+
 @contextmanager
-def components(settings: Settings) -> Iterator[Components]:
+def components(
+    settings: Settings, *, vendor_observer: Callable[[str, str], None] | None = None
+) -> Iterator[Components]:
     """Real adapters for one process; engines and the HTTP client are closed on exit."""
     state = create_state_engine(settings.state.url)
     source = create_source_engine(settings.source.url)
@@ -38,26 +47,47 @@ def components(settings: Settings) -> Iterator[Components]:
         state.dispose()
         source.dispose()
         raise
+    instance = instance_name(settings)
+    audit.identify_host(instance)
+    stop_requested = threading.Event()
     client = None
     if settings.orders.mode != "dry_run":
-        client = PlanomaticClient(
-            settings.planomatic.base_url,
-            settings.planomatic.api_key.get_secret_value(),
-            timeout_seconds=settings.planomatic.timeout_seconds,
-        )
+        client = vendor_client(settings, vendor_observer)
+    parts = Components(
+        settings=settings,
+        state=state,
+        source=source,
+        rules=rules,
+        catalog=catalog,
+        client=client,
+        owner=f"{instance}:{os.getpid()}",
+        pacer=pacer_for(settings, stop_requested),
+        stop_requested=stop_requested,
+    )
     try:
-        yield Components(
-            settings=settings,
-            state=state,
-            source=source,
-            rules=rules,
-            catalog=catalog,
-            client=client,
-            owner=f"{socket.gethostname()}:{os.getpid()}",
-            pacer=Pacer(settings.planomatic.requests_per_minute),
-        )
+        yield parts
     finally:
-        if client is not None:
-            client.close()
+        if parts.client is not None:
+            parts.client.close()
         state.dispose()
         source.dispose()
+
+
+def vendor_client(
+    settings: Settings, observer: Callable[[str, str], None] | None = None
+) -> PlanomaticClient:
+    return PlanomaticClient(
+        settings.planomatic.base_url,
+        settings.planomatic.api_key.get_secret_value(),
+        timeout_seconds=settings.planomatic.timeout_seconds,
+        observer=observer,
+    )
+
+
+def pacer_for(settings: Settings, stop_requested: threading.Event) -> Pacer:
+    """The send pacer; its waits end early when the daemon is asked to stop."""
+
+    def sleep(seconds: float) -> None:
+        stop_requested.wait(seconds)
+
+    return Pacer(settings.planomatic.requests_per_minute, sleep)

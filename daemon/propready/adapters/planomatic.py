@@ -17,7 +17,7 @@ contains it or the request body.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,8 +95,13 @@ class PlanomaticClient:
         *,
         timeout_seconds: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        observer: Callable[[str, str], None] | None = None,
     ) -> None:
+        """`observer(operation, outcome)` hears of every call (for metrics): the operation is
+        create, retrieve or cancel; the outcome the HTTP status, or timeout, connect_error or
+        connection_lost when no status arrived."""
         self._api_key = api_key
+        self._observer = observer
         self._client = httpx.Client(
             base_url=base_url,
             timeout=httpx.Timeout(timeout_seconds, connect=min(10.0, timeout_seconds)),
@@ -145,17 +150,26 @@ class PlanomaticClient:
 
     def _post(self, path: str, body: dict[str, Any]) -> Mapping[str, Any]:
         body["api_key"] = self._api_key
+        operation = path.rsplit("/", 1)[-1]
         try:
             response = self._client.post(path, json=body)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            self._observe(operation, "connect_error")
             raise VendorUnreachable(f"cannot connect to PlanOmatic: {type(exc).__name__}") from None
         except httpx.TimeoutException as exc:
+            self._observe(operation, "timeout")
             raise VendorAmbiguous(
                 f"no answer in time after sending: {type(exc).__name__}"
             ) from None
         except httpx.TransportError as exc:
+            self._observe(operation, "connection_lost")
             raise VendorAmbiguous(f"connection lost after sending: {type(exc).__name__}") from None
+        self._observe(operation, str(response.status_code))
         return _interpret(response)
+
+    def _observe(self, operation: str, outcome: str) -> None:
+        if self._observer is not None:
+            self._observer(operation, outcome)
 
 
 def _interpret(response: httpx.Response) -> Mapping[str, Any]:

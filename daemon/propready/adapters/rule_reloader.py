@@ -76,10 +76,10 @@ class RuleReloader:
         self._seen = self.fingerprint()
         self._refusal_pending = False
 
-    def run_guarded(self, cycle: Callable[..., Any], *args: Any) -> Any:
-        """Run one cycle while no swap can happen (the daemon schedules cycles through this)."""
+    def run_guarded(self, cycle: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run one cycle while no swap can happen (the daemon schedules polls through this)."""
         with self.cycle_lock:
-            return cycle(*args)
+            return cycle(*args, **kwargs)
 
     def fingerprint(self) -> Fingerprint:
         """Names, sizes and modification times of the rule files and the extra catalog."""

@@ -14,13 +14,22 @@ from datetime import datetime
 import structlog
 
 from propready.adapters.source import SourceUnavailable
-from propready.service.checkpoints import record_source_failure, source_backoff_over
+from propready.service.checkpoints import Tick, record_source_failure, source_backoff_over
 from propready.service.components import Components, CycleSummary, Pacer
 from propready.service.poll import poll
 from propready.service.recovery import recover
 from propready.service.send import send_due
 
-__all__ = ["Components", "CycleSummary", "Pacer", "poll", "recover", "run_cycle", "send_due"]
+__all__ = [
+    "Components",
+    "CycleSummary",
+    "Pacer",
+    "poll",
+    "poll_step",
+    "recover",
+    "run_cycle",
+    "send_due",
+]
 
 log = structlog.get_logger("propready.service")
 
@@ -28,24 +37,37 @@ log = structlog.get_logger("propready.service")
 def run_cycle(
     components: Components, now: Callable[[], datetime], *, respect_backoff: bool = True
 ) -> CycleSummary:
-    """One cycle: recover, poll and decide, then send what is due.
+    """One cycle: recover, poll and decide, then send what is due (`propready run --once`).
 
     A source that cannot be read is reported in the summary, not raised: sending goes on.
     """
     summary = CycleSummary()
     started = time.monotonic()
     recover(components, now(), summary)
-    if not respect_backoff or source_backoff_over(components, now()):
-        try:
-            poll(components, now, summary)
-        except SourceUnavailable as exc:
-            # The daemon keeps running: orders already decided are still sent, and the next
-            # poll waits out a growing backoff (visible in `propready check` and the logs).
-            summary.source_error = str(exc)
-            failures = record_source_failure(components, str(exc), now())
-            log.error("source_unavailable", error=str(exc), consecutive_failures=failures)
-    else:
-        summary.source_error = "waiting out the backoff after earlier source failures"
+    poll_step(components, now, summary, respect_backoff=respect_backoff)
     send_due(components, now, summary)
     log.info("cycle", duration_ms=round((time.monotonic() - started) * 1000), **summary.as_dict())
     return summary
+
+
+def poll_step(
+    components: Components,
+    now: Callable[[], datetime],
+    summary: CycleSummary,
+    *,
+    respect_backoff: bool = True,
+    tick: Tick | None = None,
+) -> None:
+    """Poll unless the source's backoff says wait; a source outage is recorded, not raised."""
+    if respect_backoff and not source_backoff_over(components, now()):
+        summary.poll_skipped = True
+        summary.source_error = "waiting out the backoff after earlier source failures"
+        return
+    try:
+        poll(components, now, summary, tick=tick)
+    except SourceUnavailable as exc:
+        # The daemon keeps running: orders already decided are still sent, and the next
+        # poll waits out a growing backoff (visible in `propready check` and the logs).
+        summary.source_error = str(exc)
+        failures = record_source_failure(components, str(exc), now())
+        log.error("source_unavailable", error=str(exc), consecutive_failures=failures)

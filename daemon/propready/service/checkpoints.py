@@ -5,15 +5,47 @@ health (consecutive failures and the backoff they impose).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 
 from propready.adapters.store import properties
 from propready.service.components import Components
+from propready.settings import SourceSettings
 
 CHECKPOINT = "source"
+
+# The daemon's two poll jobs. "poll" reads what changed since the cursor (a full pass only when
+# there is no cursor yet); "full" re-reads everything on the full-scan interval.
+Tick = Literal["poll", "full"]
+# A host skips a tick when any host started that kind of poll within this share of its interval:
+# hosts with drifting schedules then poll about once per interval between them, never twice.
+TICK_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class TickPlan:
+    skip_reason: str | None
+    full_pass: bool
+
+
+def plan_tick(
+    source: SourceSettings, checkpoint: Mapping[str, Any], now: datetime, tick: Tick
+) -> TickPlan:
+    """Whether a scheduled poll runs (another host may have done it) and whether it is full."""
+    incremental_ready = (
+        source.cursor_column is not None and checkpoint.get("cursor_value") is not None
+    )
+    if tick == "full":
+        last, interval = checkpoint.get("last_full_pass_at"), source.full_scan_interval_seconds
+    else:
+        last, interval = checkpoint.get("last_poll_at"), source.poll_interval_seconds
+    if last is not None and now - last < timedelta(seconds=interval * TICK_SHARE):
+        kind = "full pass" if tick == "full" else "poll"
+        return TickPlan(f"a {kind} started at {last.isoformat()} covers this tick", False)
+    return TickPlan(None, tick == "full" or not incremental_ready)
 
 
 def record_source_failure(components: Components, error: str, now: datetime) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,8 +17,6 @@ from propready.adapters.store import pacing
 from propready.core.catalog import Catalog
 from propready.core.rules import RuleSet
 from propready.settings import Settings
-
-LEASE_SECONDS = 300.0
 
 
 class Pacer:
@@ -92,12 +91,16 @@ class Components:
     owner: str = "propready"
     pacer: Pacer = field(default_factory=lambda: Pacer(50))
     jitter: random.Random = field(default_factory=random.Random)
+    # Set on SIGTERM: loops stop taking new work, and an order still waiting for its rate-limit
+    # slot is parked instead of sent.
+    stop_requested: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
 class CycleSummary:
     full_pass: bool = False
     poll_skipped: bool = False
+    poll_interrupted: bool = False  # stopped between batches because the daemon is stopping
     source_error: str | None = None
     rows: int = 0
     quarantined: int = 0
@@ -119,8 +122,10 @@ class CycleSummary:
     recovered: int = 0
     resend_covered: int = 0  # ambiguous outcomes re-sent under the vendor's duplicate protection
     rate_limited: int = 0  # HTTP 429 answers
+    rate_limit_wait_seconds: float = 0.0  # time spent waiting for send slots
+    parked: int = 0  # leased orders given back unsent because the daemon is stopping
     status_checked: int = 0
     status_changed: int = 0
 
-    def as_dict(self) -> dict[str, int | bool | str | None]:
+    def as_dict(self) -> dict[str, int | float | bool | str | None]:
         return dict(self.__dict__)

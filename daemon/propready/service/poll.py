@@ -85,28 +85,39 @@ def poll(
     summary: CycleSummary,
     *,
     full_pass: bool | None = None,
+    tick: checkpoints.Tick | None = None,
 ) -> None:
     """Run one poll; full or incremental as the checkpoint and settings decide (or `full_pass`).
 
-    Only one process polls at a time; a process that finds a poll running skips its own.
+    Only one process polls at a time; a process that finds a poll running skips its own. A
+    scheduled `tick` is also skipped when another host already polled for it (the shared
+    checkpoint says when), so hosts sharing a state database poll once per interval between them.
     """
     with properties.exclusive_poll(components.state) as mine:
         if not mine:
             summary.poll_skipped = True
             log.info("poll_skipped", reason="another process is polling")
             return
-        _poll(components, now, summary, full_pass)
+        with components.state.begin() as connection:
+            checkpoint = properties.load_checkpoint(connection, checkpoints.CHECKPOINT)
+        if tick is not None:
+            plan = checkpoints.plan_tick(components.settings.source, checkpoint, now(), tick)
+            if plan.skip_reason is not None:
+                summary.poll_skipped = True
+                log.info("poll_skipped", reason=plan.skip_reason, tick=tick)
+                return
+            full_pass = plan.full_pass
+        _poll(components, now, summary, checkpoint, full_pass)
 
 
 def _poll(
     components: Components,
     now: Callable[[], datetime],
     summary: CycleSummary,
+    checkpoint: Mapping[str, Any],
     full_pass: bool | None,
 ) -> None:
     source = components.settings.source
-    with components.state.begin() as connection:
-        checkpoint = properties.load_checkpoint(connection, checkpoints.CHECKPOINT)
     if full_pass is None:
         full_pass = checkpoints.full_pass_due(components, checkpoint, now())
     query, params = source.query, {}
@@ -130,6 +141,11 @@ def _poll(
             if source.cursor_column is not None and source.cursor_column in batch.columns:
                 state.cursor_index = batch.columns.index(source.cursor_column)
         _process_batch(components, typer, batch, now(), summary, state)
+        if components.stop_requested.is_set():
+            # Every batch committed with its checkpoint; the next poll carries on from there.
+            summary.poll_interrupted = True
+            log.info("poll_interrupted", reason="the daemon is stopping", rows=summary.rows)
+            return
     with components.state.begin() as connection:
         values: dict[str, Any] = {"last_poll_at": started, "last_success_at": now()}
         values.update(last_error=None, consecutive_failures=0)

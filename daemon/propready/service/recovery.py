@@ -9,7 +9,6 @@ Planned orders need no recovery: the sender picks them up; placed ones are in st
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -17,13 +16,12 @@ from propready.adapters.store import outbox
 from propready.service.components import Components, CycleSummary
 from propready.service.send import handle_ambiguous
 
-HOST = socket.gethostname()
-
 
 def recover(components: Components, now: datetime, summary: CycleSummary) -> None:
     """Drive every abandoned `sending` order to a state that the sender or an operator resolves."""
     with components.state.begin() as connection:
-        dead = dead_local_owners(outbox.sending_lease_owners(connection))
+        instance = components.owner.rpartition(":")[0]
+        dead = dead_local_owners(outbox.sending_lease_owners(connection), instance)
         stale = outbox.expired_leases(connection, now, dead)
     for order in stale:
         summary.recovered += 1
@@ -35,8 +33,8 @@ def recover(components: Components, now: datetime, summary: CycleSummary) -> Non
         handle_ambiguous(components, order, reason, now, summary, resend_at_once=True)
 
 
-def dead_local_owners(owners: Iterable[str]) -> list[str]:
-    """Lease owners (`host:pid`) on this host whose process has exited.
+def dead_local_owners(owners: Iterable[str], instance: str) -> list[str]:
+    """Lease owners (`instance:pid`) of this host's instance whose process has exited.
 
     Lets a restarted daemon take over at once instead of waiting out the lease. Owners on other
     hosts cannot be checked from here: their leases simply expire.
@@ -44,7 +42,7 @@ def dead_local_owners(owners: Iterable[str]) -> list[str]:
     dead = []
     for owner in owners:
         host, _, pid_text = owner.rpartition(":")
-        if host != HOST or not pid_text.isdigit() or int(pid_text) == os.getpid():
+        if host != instance or not pid_text.isdigit() or int(pid_text) == os.getpid():
             continue
         if not _process_exists(int(pid_text)):
             dead.append(owner)

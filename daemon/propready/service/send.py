@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
 import structlog
 
 from propready.adapters.planomatic import (
@@ -24,7 +25,7 @@ from propready.adapters.planomatic import (
 )
 from propready.adapters.store import audit, outbox
 from propready.core.orders import OrderState, resend_is_covered
-from propready.service.components import LEASE_SECONDS, Components, CycleSummary, crash_point
+from propready.service.components import Components, CycleSummary, crash_point
 
 log = structlog.get_logger("propready.send")
 
@@ -35,57 +36,87 @@ RETRY_CAP_SECONDS = 1800.0
 MAX_DUE_PER_CYCLE = 10_000
 
 
-def send_due(components: Components, now: Callable[[], datetime], summary: CycleSummary) -> None:
-    """Send every planned order that is due, one at a time, paced under the rate limit."""
+def send_due(
+    components: Components,
+    now: Callable[[], datetime],
+    summary: CycleSummary,
+    *,
+    should_stop: Callable[[], bool] | None = None,
+    limit: int = MAX_DUE_PER_CYCLE,
+) -> bool:
+    """Send due orders one at a time, paced under the rate limit, until none is due.
+
+    Each order is claimed with `FOR UPDATE SKIP LOCKED` on PostgreSQL (BEGIN IMMEDIATE on
+    SQLite), so senders on several hosts share the queue without waiting on each other. Stops
+    claiming when the daemon is stopping or `should_stop()` says so (a job's time budget); return
+    True when it stopped early and orders may still be due.
+    """
     if components.client is None or components.settings.orders.mode == "dry_run":
-        return
+        return False
     crash_point("after_plan")
-    with components.state.begin() as connection:
-        due = outbox.due_order_ids(connection, now(), limit=MAX_DUE_PER_CYCLE)
-    for order_id in due:
-        send_one(components, components.client, order_id, now, summary)
+    for _ in range(limit):
+        if components.stop_requested.is_set() or (should_stop is not None and should_stop()):
+            return True
+        with components.state.begin() as connection:
+            order = outbox.claim_due(connection, components.owner, now(), _lease(components))
+            if order is None:
+                return False
+            if not _start_sending(components, connection, order, now(), summary):
+                continue
+        _send_leased(components, components.client, order, now, summary)
+    return True
 
 
-def send_one(
+def _lease(components: Components) -> float:
+    return components.settings.daemon.lease_seconds
+
+
+def _start_sending(
+    components: Components,
+    connection: sa.Connection,
+    order: Mapping[str, Any],
+    now: datetime,
+    summary: CycleSummary,
+) -> bool:
+    """Phase 2, in the claim's transaction: audit the attempt, or settle an uncovered re-send."""
+    if order["ambiguous_at"] is not None and not _covered(components, order, now):
+        # Re-sending was safe when it was scheduled; the daemon was down too long since.
+        outbox.set_outcome(connection, int(order["id"]), OrderState.UNKNOWN, now)
+        summary.unknown += 1
+        audit.record(
+            connection,
+            "order_outcome_unknown",
+            now,
+            **order_refs(order),
+            detail={
+                "state": OrderState.UNKNOWN.value,
+                "reason": "an earlier attempt may have been saved and the vendor's duplicate "
+                "protection no longer covers a re-send",
+            },
+        )
+        return False
+    audit.record(
+        connection,
+        "order_sending",
+        now,
+        **order_refs(order),
+        detail={"attempt": order["attempts"], "resend": order["ambiguous_at"] is not None},
+    )
+    return True
+
+
+def _send_leased(
     components: Components,
     client: PlanomaticClient,
-    order_id: int,
+    order: dict[str, Any],
     now: Callable[[], datetime],
     summary: CycleSummary,
 ) -> None:
-    """Lease, POST, record: the four atomic phases for one order."""
-    # Phase 2: lease the order and commit before anything leaves the process.
-    with components.state.begin() as connection:
-        order = outbox.lease_for_sending(
-            connection, order_id, components.owner, now(), LEASE_SECONDS
-        )
-        if order is None:
-            return  # another sender took it
-        if order["ambiguous_at"] is not None and not _covered(components, order, now()):
-            # Re-sending was safe when it was scheduled; the daemon was down too long since.
-            outbox.set_outcome(connection, order_id, OrderState.UNKNOWN, now())
-            summary.unknown += 1
-            audit.record(
-                connection,
-                "order_outcome_unknown",
-                now(),
-                **order_refs(order),
-                detail={
-                    "state": OrderState.UNKNOWN.value,
-                    "reason": "an earlier attempt may have been saved and the vendor's duplicate "
-                    "protection no longer covers a re-send",
-                },
-            )
-            return
-        audit.record(
-            connection,
-            "order_sending",
-            now(),
-            **order_refs(order),
-            detail={"attempt": order["attempts"], "resend": order["ambiguous_at"] is not None},
-        )
+    """Wait for a rate-limit slot, then POST and record: phases 3 and 4 for a leased order."""
     crash_point("after_lease")
-    components.pacer.wait(components.state)
+    summary.rate_limit_wait_seconds += components.pacer.wait(components.state)
+    if not _still_ours(components, order, now(), summary):
+        return
     summary.sent += 1
     # Phase 3: the one foreign call.
     try:
@@ -272,6 +303,39 @@ def finish(
         property=order["external_property_id"],
         state=state.value,
     )
+
+
+def _still_ours(
+    components: Components, order: dict[str, Any], now: datetime, summary: CycleSummary
+) -> bool:
+    """After the rate-limit wait: park the order if the daemon is stopping, else renew the lease.
+
+    Nothing has left the process yet, so parking (back to `planned`, the attempt not counted) is
+    always safe. A lease that could not be renewed was taken over by recovery elsewhere: this
+    sender then backs off without sending.
+    """
+    lease = _lease(components)
+    with components.state.begin() as connection:
+        if components.stop_requested.is_set():
+            parked = outbox.park(connection, int(order["id"]), order["lease_owner"], now)
+            if parked:
+                summary.parked += 1
+                audit.record(
+                    connection,
+                    "order_parked",
+                    now,
+                    **order_refs(order),
+                    detail={
+                        "state": OrderState.PLANNED.value,
+                        "reason": "the daemon is stopping; the order was not sent and will be "
+                        "sent by the next daemon",
+                    },
+                )
+            return False
+        renewed = outbox.renew_lease(connection, int(order["id"]), order["lease_owner"], now, lease)
+    if not renewed:
+        log.warning("lease_lost_before_send", external_order_id=order["external_order_id"])
+    return renewed
 
 
 def order_refs(order: Mapping[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,8 @@ def sync_statuses(
         due = outbox.orders_to_sync(connection, checked_before, limit)
     changes = []
     for order_id in due:
+        if components.stop_requested.is_set():
+            break  # nothing is lost: the next daemon checks these orders
         change = _sync_one(components, components.client, order_id, now, summary)
         if change is not None:
             changes.append(change)

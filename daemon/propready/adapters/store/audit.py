@@ -17,6 +17,16 @@ from propready.log import redact
 HOST = socket.gethostname()[:255]
 
 
+def identify_host(name: str) -> None:
+    """Name this process's rows after its daemon instance (`[daemon] instance_name`).
+
+    Set once at start-up, before any row is written; hosts sharing one state database are told
+    apart by it in the audit log and in `propready check`.
+    """
+    global HOST
+    HOST = name[:255]
+
+
 def record(
     connection: sa.Connection,
     kind: str,

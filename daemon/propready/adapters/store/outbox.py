@@ -130,25 +130,27 @@ def insert_order(
     return int(result.scalar_one())
 
 
-def due_order_ids(connection: sa.Connection, now: datetime, limit: int) -> list[int]:
-    """Planned orders whose next attempt is due, oldest first."""
-    return list(
-        connection.execute(
-            sa.select(orders.c.id)
-            .where(orders.c.state == OrderState.PLANNED.value, orders.c.next_attempt_at <= now)
-            .order_by(orders.c.next_attempt_at, orders.c.id)
-            .limit(limit)
-        ).scalars()
-    )
-
-
-def lease_for_sending(
-    connection: sa.Connection, order_id: int, owner: str, now: datetime, lease_seconds: float
+def claim_due(
+    connection: sa.Connection, owner: str, now: datetime, lease_seconds: float
 ) -> dict[str, Any] | None:
-    """Move one planned order to `sending` under a lease; None if someone else took it first."""
-    result = connection.execute(
+    """Lease the oldest due planned order to `owner`; None when nothing is due.
+
+    `FOR UPDATE SKIP LOCKED` lets senders on several hosts claim side by side on PostgreSQL: a
+    row another sender is claiming is skipped, not waited for. SQLite has no row locks (the
+    clause is not rendered there); its BEGIN IMMEDIATE already makes claims one at a time.
+    """
+    order_id = connection.execute(
+        sa.select(orders.c.id)
+        .where(orders.c.state == OrderState.PLANNED.value, orders.c.next_attempt_at <= now)
+        .order_by(orders.c.next_attempt_at, orders.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).scalar()
+    if order_id is None:
+        return None
+    connection.execute(
         orders.update()
-        .where(orders.c.id == order_id, orders.c.state == OrderState.PLANNED.value)
+        .where(orders.c.id == order_id)
         .values(
             state=OrderState.SENDING.value,
             lease_owner=owner,
@@ -157,9 +159,47 @@ def lease_for_sending(
             updated_at=now,
         )
     )
-    if result.rowcount != 1:
-        return None
-    return get_order(connection, order_id)
+    return get_order(connection, int(order_id))
+
+
+def renew_lease(
+    connection: sa.Connection, order_id: int, owner: str, now: datetime, lease_seconds: float
+) -> bool:
+    """Extend `owner`'s lease on a `sending` order; False if it is no longer theirs."""
+    result = connection.execute(
+        orders.update()
+        .where(
+            orders.c.id == order_id,
+            orders.c.state == OrderState.SENDING.value,
+            orders.c.lease_owner == owner,
+        )
+        .values(lease_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def park(connection: sa.Connection, order_id: int, owner: str, now: datetime) -> bool:
+    """Give a leased order back unsent (`sending` -> `planned`, due now, attempt not counted).
+
+    Only for an order whose request has provably not left the process.
+    """
+    result = connection.execute(
+        orders.update()
+        .where(
+            orders.c.id == order_id,
+            orders.c.state == OrderState.SENDING.value,
+            orders.c.lease_owner == owner,
+        )
+        .values(
+            state=OrderState.PLANNED.value,
+            lease_owner=None,
+            lease_until=None,
+            attempts=orders.c.attempts - 1,
+            next_attempt_at=now,
+            updated_at=now,
+        )
+    )
+    return result.rowcount == 1
 
 
 def get_order(connection: sa.Connection, order_id: int) -> dict[str, Any] | None:
@@ -308,3 +348,11 @@ def find_by_external_order_id(
         .first()
     )
     return dict(row) if row is not None else None
+
+
+def count_by_state(connection: sa.Connection) -> dict[str, int]:
+    """How many orders are in each state (for the metrics)."""
+    rows = connection.execute(
+        sa.select(orders.c.state, sa.func.count()).group_by(orders.c.state)
+    ).all()
+    return {str(state): int(count) for state, count in rows}

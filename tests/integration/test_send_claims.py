@@ -1,0 +1,165 @@
+"""Claiming due orders across senders: SKIP LOCKED, leases renewed or lost, parking on stop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from propready.adapters.sandbox import SandboxConfig, SandboxServer
+from propready.adapters.store import audit, outbox, pacing
+from propready.adapters.store.engine import create_state_engine
+from propready.core.orders import OrderState
+from propready.service import CycleSummary, poll_step, send_due
+from tests.integration.cycle_support import Clock, PmDatabase, home, make_settings, wired
+
+
+@pytest.fixture
+def pm(tmp_path: Path) -> Iterator[PmDatabase]:
+    database = PmDatabase(f"sqlite:///{tmp_path / 'pm.db'}")
+    database.insert(home("H1"), home("H2"), home("H3"))
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxServer]:
+    with SandboxServer(SandboxConfig.default()) as server:
+        yield server
+
+
+def _plan_three(parts: Any, pm: PmDatabase, clock: Clock) -> None:
+    """Three homes seen, then ready: three planned orders, nothing sent yet."""
+    poll_step(parts, clock, CycleSummary(), respect_backoff=False)
+    for code in ("H1", "H2", "H3"):
+        pm.set(code, status="Vacant Unrented Ready")
+    summary = CycleSummary()
+    poll_step(parts, clock, summary, respect_backoff=False)
+    assert summary.orders_created == 3
+
+
+def _orders(engine: sa.Engine) -> list[dict[str, Any]]:
+    with engine.connect() as connection:
+        return outbox.list_orders(connection)
+
+
+@pytest.mark.postgres
+def test_a_claim_skips_orders_another_sender_holds_instead_of_waiting(
+    pg_state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    """While one sender's claim transaction is open, a second sender claims the next order."""
+    clock = Clock()
+    url = pg_state_url
+    with wired(make_settings(url, pm.url, sandbox.url)) as parts:
+        _plan_three(parts, pm, clock)
+        first = parts.state.connect()
+        try:
+            transaction = first.begin()
+            held = outbox.claim_due(first, "host-a:1", clock(), 60)
+            assert held is not None
+            second_engine = create_state_engine(
+                url, connect_args={"options": "-c lock_timeout=2000"}
+            )
+            try:
+                with second_engine.begin() as second:
+                    other = outbox.claim_due(second, "host-b:2", clock(), 60)
+            finally:
+                second_engine.dispose()
+            assert other is not None
+            assert other["id"] != held["id"]
+            assert other["lease_owner"] == "host-b:2"
+            transaction.commit()
+        finally:
+            first.close()
+        states = sorted(order["state"] for order in _orders(parts.state))
+        assert states == ["planned", "sending", "sending"]
+
+
+def _slot_just_taken(parts: Any) -> None:
+    """Someone else just took the current send slot: the next sender waits 30 s for its own."""
+    parts.pacer.interval = 30.0
+    with parts.state.begin() as connection:
+        pacing.reserve_send_slot(connection, parts.pacer.name, 30.0)
+
+
+def test_a_stop_parks_the_order_waiting_for_its_slot_and_sends_nothing(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    """SIGTERM while waiting for a rate-limit slot: back to planned, attempt not counted."""
+    clock = Clock()
+    with wired(make_settings(state_url, pm.url, sandbox.url)) as parts:
+        _plan_three(parts, pm, clock)
+
+        def stop_while_waiting(_seconds: float) -> None:
+            parts.stop_requested.set()  # the signal arrives during the wait
+
+        parts.pacer._sleep = stop_while_waiting
+        _slot_just_taken(parts)
+        summary = CycleSummary()
+        assert send_due(parts, clock, summary) is True  # stopped early
+        assert (summary.parked, summary.sent) == (1, 0)
+        assert sandbox.orders == []
+        orders = _orders(parts.state)
+        assert [o["state"] for o in orders] == ["planned"] * 3
+        assert all(o["attempts"] == 0 for o in orders)
+        with parts.state.connect() as connection:
+            parked = audit.query_events(connection, kinds=["order_parked"])
+        assert len(parked) == 1
+
+
+def test_a_lease_taken_over_during_the_wait_is_not_sent(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    """If recovery elsewhere took the order while this sender waited, this one does not send."""
+    clock = Clock()
+    with wired(make_settings(state_url, pm.url, sandbox.url)) as parts:
+        _plan_three(parts, pm, clock)
+
+        def taken_over_meanwhile(_seconds: float) -> None:
+            with parts.state.begin() as connection:
+                connection.execute(
+                    sa.text(
+                        "UPDATE orders SET lease_owner = 'other-host:9' WHERE state = 'sending'"
+                    )
+                )
+
+        parts.pacer._sleep = taken_over_meanwhile
+        _slot_just_taken(parts)
+        summary = CycleSummary()
+        send_due(parts, clock, summary, limit=1)
+        assert summary.sent == 0
+        assert sandbox.orders == []
+        owners = [o["lease_owner"] for o in _orders(parts.state) if o["state"] == "sending"]
+        assert owners == ["other-host:9"]
+
+
+def test_renew_and_park_only_touch_the_owners_lease(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    """The lease helpers never move an order another sender owns."""
+    clock = Clock()
+    with wired(make_settings(state_url, pm.url, sandbox.url)) as parts:
+        _plan_three(parts, pm, clock)
+        now = clock()
+        with parts.state.begin() as connection:
+            claimed = outbox.claim_due(connection, "me:1", now, 60)
+            assert claimed is not None
+            order_id = int(claimed["id"])
+            assert claimed["attempts"] == 1
+            assert not outbox.renew_lease(connection, order_id, "you:2", now, 60)
+            assert not outbox.park(connection, order_id, "you:2", now)
+            later = now + timedelta(seconds=30)
+            assert outbox.renew_lease(connection, order_id, "me:1", later, 60)
+            renewed = outbox.get_order(connection, order_id)
+            assert renewed is not None
+            assert renewed["lease_until"] == later + timedelta(seconds=60)
+            assert outbox.park(connection, order_id, "me:1", later)
+            parked = outbox.get_order(connection, order_id)
+        assert parked is not None
+        assert parked["state"] == OrderState.PLANNED.value
+        assert parked["attempts"] == 0
+        assert parked["lease_owner"] is None
