@@ -184,7 +184,7 @@ def test_daemon_runs_cycles_and_stops_on_sigterm(tmp_path: Path, sandbox_url: st
         f'[source]\nurl = "sqlite:///pm.db"\nquery = "{QUERY}"\npoll_interval_seconds = 1\n'
         f'[rules]\npath = "{REPO / "rules"}"\n'
         f'[planomatic]\nbase_url = "{sandbox_url}"\napi_key = "sandbox-key"\n'
-        '[log]\nformat = "json"\n'
+        '[metrics]\nlisten = "127.0.0.1:0"\n[log]\nformat = "json"\n'
     )
     assert propready("--config", str(config), "db", "upgrade").returncode == 0
     daemon = subprocess.Popen(

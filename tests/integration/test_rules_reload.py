@@ -63,7 +63,8 @@ def test_sighup_swaps_good_rules_and_refuses_bad_ones(tmp_path: Path) -> None:
     config.write_text(
         f'[state]\nurl = "sqlite:///state.db"\n'
         f'[source]\nurl = "sqlite:///pm.db"\nquery = "{QUERY}"\npoll_interval_seconds = 1\n'
-        f'[rules]\npath = "{rules}"\n[orders]\nmode = "dry_run"\n[log]\nformat = "json"\n'
+        f'[rules]\npath = "{rules}"\n[orders]\nmode = "dry_run"\n'
+        '[metrics]\nlisten = "127.0.0.1:0"\n[log]\nformat = "json"\n'
     )
     assert _cli(config, "db", "upgrade").returncode == 0
     daemon = subprocess.Popen(

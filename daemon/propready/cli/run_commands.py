@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-from types import FrameType
 
 import click
 import httpx
@@ -12,18 +10,17 @@ import sqlalchemy as sa
 import structlog
 
 from propready.adapters.planomatic import RETRIEVE_PATH
-from propready.adapters.rule_reloader import RuleReloader, pending_refusals
+from propready.adapters.rule_reloader import pending_refusals
 from propready.adapters.rulefiles import RuleFileError, load_rule_set
 from propready.adapters.source import create_source_engine
 from propready.adapters.store import migrate, properties
 from propready.adapters.store.engine import create_state_engine
 from propready.cli.context import settings_from
 from propready.service import run_cycle
-from propready.settings import Settings
+from propready.settings import Settings, resolve_config_path
 from propready.wiring import catalog_for, components, utc_now
 
 log = structlog.get_logger("propready.run")
-RULES_WATCH_SECONDS = 2  # how often the daemon looks for changed rule files
 
 
 def _require_migrated(settings: Settings) -> None:
@@ -43,61 +40,42 @@ def _require_migrated(settings: Settings) -> None:
 def run_command(ctx: click.Context, once: bool) -> None:
     """Run the daemon: poll the PM database, decide, and send orders until SIGTERM.
 
-    With --once, run one cycle and exit (cron, trials, the demo).
+    Jobs run on their intervals (poll, full pass, send, recovery, status sync, rule-file
+    watch). Under systemd (Type=notify) it reports READY, STATUS and WATCHDOG on
+    $NOTIFY_SOCKET. SIGHUP reloads the config file and the rule files; SIGTERM finishes the
+    request in flight and exits 0. Metrics and health are served on [metrics] listen.
+
+    With --once, run one cycle and exit (cron, trials).
 
     \b
-    Example:
+    Examples:
+      propready --config /etc/propready/propready.toml run
       propready --config /etc/propready/propready.toml run --once
+      curl -s http://127.0.0.1:9464/healthz
     """
     settings = settings_from(ctx, logs_to_stdout=True)
     _require_migrated(settings)
-    with components(settings) as parts:
-        log.info("starting", mode=settings.orders.mode, rules_version=parts.rules.version)
-        if once:
+    if once:
+        with components(settings) as parts:
+            log.info("starting", mode=settings.orders.mode, rules_version=parts.rules.version)
             summary = run_cycle(parts, utc_now, respect_backoff=False)
-            if summary.source_error:
-                raise click.ClickException(summary.source_error)
-            return
-        from apscheduler.schedulers.blocking import BlockingScheduler
+        if summary.source_error:
+            raise click.ClickException(summary.source_error)
+        return
+    # Imported here: the scheduler and metrics stack is only needed by the daemon itself.
+    from propready.runtime.daemon import Daemon
+    from propready.runtime.metrics import DaemonMetrics
 
-        scheduler = BlockingScheduler(
-            job_defaults={
-                "coalesce": True,
-                "max_instances": 1,
-                "misfire_grace_time": settings.source.poll_interval_seconds,
-            }
-        )
-        # Hot reload of the rule files (issue 4): cycles run under the reloader's lock, so a
-        # new rule set is swapped in between cycles, never during one.
-        reloader = RuleReloader(parts, utc_now)
-        reloader.record_startup()
-        scheduler.add_job(
-            reloader.run_guarded,
-            "interval",
-            args=(run_cycle, parts, utc_now),
-            seconds=settings.source.poll_interval_seconds,
-            next_run_time=utc_now(),
-            id="cycle",
-        )
-        scheduler.add_job(
-            reloader.check_files, "interval", seconds=RULES_WATCH_SECONDS, id="rules_watch"
-        )
-
-        def _reload(_signum: int, _frame: FrameType | None) -> None:
-            log.info("reload_requested", signal="SIGHUP")
-            scheduler.add_job(
-                reloader.reload, args=("SIGHUP",), id="rules_reload", replace_existing=True
-            )
-
-        def _stop(signum: int, _frame: FrameType | None) -> None:
-            log.info("stopping", signal=signal.Signals(signum).name)
-            scheduler.shutdown(wait=False)
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
-        signal.signal(signal.SIGHUP, _reload)
-        scheduler.start()
-        log.info("stopped")
+    metrics = DaemonMetrics()
+    config_path = resolve_config_path(ctx.find_root().obj.get("config_path"))
+    with components(settings, vendor_observer=metrics.vendor_call) as parts:
+        daemon = Daemon(parts, config_path=config_path, clock=utc_now, metrics=metrics)
+        try:
+            code = daemon.run()
+        except OSError as exc:  # the metrics address is taken or not ours to bind
+            raise click.ClickException(str(exc)) from None
+    if code:
+        sys.exit(code)
 
 
 @click.command("check")

@@ -1,0 +1,1 @@
+"""The long-running daemon: scheduler, systemd integration, metrics and health."""
