@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-## demo: build the demo PM database, start the sandbox, run a few cycles, print what was ordered and why
+## demo: build the demo PM database, start the sandbox and the real daemon, feed it PM changes, print what was ordered and why
 demo: $(STAMP)
 	$(BIN)/python -m propready.demo.run
 

@@ -255,10 +255,13 @@ class Daemon:
 
     def _run_job(self, name: str, work: Callable[[CycleSummary], None]) -> None:
         """Run one job: count it, time it, log one line, feed metrics, health and the watchdog."""
-        if self.parts.stop_requested.is_set():
-            return
+        # Counted before the stop check, so a stopping daemon waits for any job that got past it.
         with self._running_lock:
             self._running[name] = self._running.get(name, 0) + 1
+        if self.parts.stop_requested.is_set():
+            with self._running_lock:
+                self._running[name] -= 1
+            return
         summary = CycleSummary()
         started = time.monotonic()
         error: str | None = None

@@ -19,6 +19,7 @@ from propready.service.components import Components, CycleSummary, Pacer
 from propready.service.poll import poll
 from propready.service.recovery import recover
 from propready.service.send import send_due
+from propready.service.status_sync import sync_statuses
 
 __all__ = [
     "Components",
@@ -37,7 +38,8 @@ log = structlog.get_logger("propready.service")
 def run_cycle(
     components: Components, now: Callable[[], datetime], *, respect_backoff: bool = True
 ) -> CycleSummary:
-    """One cycle: recover, poll and decide, then send what is due (`propready run --once`).
+    """One cycle: recover, poll and decide, send what is due, then sync order statuses
+    (`propready run --once`).
 
     A source that cannot be read is reported in the summary, not raised: sending goes on.
     """
@@ -46,6 +48,7 @@ def run_cycle(
     recover(components, now(), summary)
     poll_step(components, now, summary, respect_backoff=respect_backoff)
     send_due(components, now, summary)
+    sync_statuses(components, now(), summary)
     log.info("cycle", duration_ms=round((time.monotonic() - started) * 1000), **summary.as_dict())
     return summary
 

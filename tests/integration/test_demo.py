@@ -1,0 +1,25 @@
+"""The README's demo (`make demo`) runs the real daemon end to end and exits 0."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.mark.slow
+def test_the_demo_runs_the_real_daemon_and_places_orders(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "propready.demo.run", "--workdir", str(tmp_path), "--homes", "60"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = (tmp_path / "daemon.log").read_text()
+    assert "ready" in log
+    assert "stopped" in log
+    assert "placed" in result.stdout
