@@ -233,6 +233,45 @@ def test_sigterm_during_a_send_finishes_it_and_exits_0(tmp_path: Path, pm: PmDat
     assert daemon.events("stopped")
 
 
+def test_a_send_outlasting_the_stop_timeout_is_left_to_recovery(
+    tmp_path: Path, pm: PmDatabase
+) -> None:
+    """The vendor saved the order but never answers: after stop_timeout_seconds the daemon exits
+    1 with the order still leased, and the next run settles it without a second vendor order."""
+    pm.insert(home("H1"))
+    state_url = f"sqlite:///{tmp_path / 'state.db'}"
+    with _sandbox(stall_seconds=20, duplicate_threshold_hours=24) as sandbox:
+        sections = _sections(
+            tmp_path,
+            state_url,
+            sandbox.url,
+            daemon={"stop_timeout_seconds": 1, "lease_seconds": 30},
+        )
+        sections["planomatic"].update(timeout_seconds=15, vendor_duplicate_protection_hours=24)
+        config = write_config(tmp_path / "propready.toml", sections)
+        _migrate(config)
+        sandbox.inject("create", "stall")
+        daemon = DaemonProcess(config, tmp_path / "daemon.log").start()
+        try:
+            _polled(daemon)
+            pm.set("H1", status="Vacant Unrented Ready")
+            wait_until("the vendor to hold the request", lambda: len(sandbox.orders) == 1)
+            stopping_at = time.monotonic()
+            daemon.signal(signal.SIGTERM)
+            assert daemon.process is not None
+            assert daemon.process.wait(timeout=30) == 1
+            assert time.monotonic() - stopping_at < 10
+        finally:
+            daemon.kill()
+        assert daemon.events("stop_timeout")
+        assert orders_by_state(state_url) == {"sending": 1}
+        # The next run sees the dead sender, re-sends under the vendor's duplicate protection and
+        # takes the vendor's "duplicate" as proof the first attempt was saved.
+        assert _run_once(config).returncode == 0
+        assert orders_by_state(state_url) == {"placed": 1}
+        assert len(sandbox.orders) == 1
+
+
 def test_sigterm_while_waiting_for_a_rate_limit_slot_parks_the_order(
     tmp_path: Path, pm: PmDatabase
 ) -> None:
@@ -398,7 +437,8 @@ def test_metrics_and_health_follow_what_the_daemon_does(tmp_path: Path, pm: PmDa
 def test_the_daemon_survives_dropped_connections_and_a_postgresql_restart(
     tmp_path: Path, pm: PmDatabase
 ) -> None:
-    """pg_terminate_backend on its sessions, then a full server restart: it reconnects and goes on."""
+    """pg_terminate_backend on its sessions, a full server restart, then an outage: it reconnects
+    and goes on; /healthz says 503 while the state database is down and 200 once it is back."""
     server = PrivatePostgres()
     server.start()
     try:
@@ -408,10 +448,12 @@ def test_the_daemon_survives_dropped_connections_and_a_postgresql_restart(
         admin.dispose()
         state_url = server.url.rsplit("/", 1)[0] + "/propready_state"
         pm.insert(home("H1"), home("H2"), home("H3"))
+        health = f"http://127.0.0.1:{free_port()}"
         with _sandbox() as sandbox:
-            config = write_config(
-                tmp_path / "propready.toml", _sections(tmp_path, state_url, sandbox.url)
+            sections = _sections(
+                tmp_path, state_url, sandbox.url, metrics={"listen": health.split("//")[1]}
             )
+            config = write_config(tmp_path / "propready.toml", sections)
             _migrate(config)
             daemon = DaemonProcess(config, tmp_path / "daemon.log").start()
             try:
@@ -436,11 +478,28 @@ def test_the_daemon_survives_dropped_connections_and_a_postgresql_restart(
                 wait_until(
                     "H2 placed after the restart", lambda: len(sandbox.orders) == 2, timeout=60
                 )
+
+                server.stop()  # an outage: every job fails until it is back
+                down = wait_until(
+                    "/healthz 503 while the state database is down",
+                    lambda: (
+                        (r := httpx.get(f"{health}/healthz", timeout=5)).status_code == 503 and r
+                    ),
+                )
+                assert any("failed" in problem for problem in down.json()["problems"])
+                server.start()
+                wait_until(
+                    "/healthz 200 once it is back",
+                    lambda: httpx.get(f"{health}/healthz", timeout=5).status_code == 200,
+                    timeout=60,
+                )
+                pm.set("H3", status="Vacant Unrented Ready")
+                wait_until("H3 placed after the outage", lambda: len(sandbox.orders) == 3)
                 assert daemon.process is not None
                 assert daemon.process.poll() is None
                 assert daemon.stop() == 0
             finally:
                 daemon.kill()
-        assert orders_by_state(state_url) == {"placed": 2}
+        assert orders_by_state(state_url) == {"placed": 3}
     finally:
         server.destroy()

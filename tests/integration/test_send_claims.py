@@ -14,7 +14,8 @@ from propready.adapters.sandbox import SandboxConfig, SandboxServer
 from propready.adapters.store import audit, outbox, pacing
 from propready.adapters.store.engine import create_state_engine
 from propready.core.orders import OrderState
-from propready.service import CycleSummary, poll_step, send_due
+from propready.service import CycleSummary, poll_step, recover, send_due
+from propready.service.status_sync import sync_statuses
 from tests.integration.cycle_support import Clock, PmDatabase, home, make_settings, wired
 
 
@@ -163,3 +164,55 @@ def test_renew_and_park_only_touch_the_owners_lease(
         assert parked["state"] == OrderState.PLANNED.value
         assert parked["attempts"] == 0
         assert parked["lease_owner"] is None
+
+
+def test_only_one_host_takes_over_an_abandoned_order(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    """Two hosts that both saw the same expired lease: the second take-over finds it gone."""
+    clock = Clock()
+    with wired(make_settings(state_url, pm.url, sandbox.url)) as parts:
+        _plan_three(parts, pm, clock)
+        now = clock()
+        with parts.state.begin() as connection:
+            claimed = outbox.claim_due(connection, "dead-host:1", now, 60)
+        assert claimed is not None
+        later = now + timedelta(seconds=61)
+        with parts.state.begin() as connection:
+            (stale,) = outbox.expired_leases(connection, later)
+            order_id = int(stale["id"])
+            assert outbox.take_over(connection, order_id, "dead-host:1", "host-a:1", later, 60)
+            assert not outbox.take_over(connection, order_id, "dead-host:1", "host-b:2", later, 60)
+            assert outbox.expired_leases(connection, later) == []
+        # Recovery on a third host finds nothing left to do, and writes nothing.
+        parts.owner = "host-c:3"
+        summary = CycleSummary()
+        recover(parts, later, summary)
+        assert summary.recovered == 0
+        with parts.state.connect() as connection:
+            assert audit.query_events(connection, kinds=["order_outcome_after_lease_lost"]) == []
+            order = outbox.get_order(connection, order_id)
+        assert order is not None
+        assert (order["state"], order["lease_owner"]) == ("sending", "host-a:1")
+
+
+def test_a_placed_order_is_status_checked_by_one_host_per_interval(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    """The second host to look finds the check taken; the vendor sees one retrieve, not two."""
+    clock = Clock()
+    with wired(make_settings(state_url, pm.url, sandbox.url)) as parts:
+        _plan_three(parts, pm, clock)
+        send_due(parts, clock, CycleSummary())
+        clock.now += timedelta(minutes=16)
+        before = clock.now - timedelta(minutes=15)
+        with parts.state.begin() as connection:
+            due = outbox.orders_to_sync(connection, before, 10)
+            assert len(due) == 3
+            assert outbox.claim_status_check(connection, due[0], before, clock.now)
+            assert not outbox.claim_status_check(connection, due[0], before, clock.now)
+        requests = sandbox.requests_seen()
+        summary = CycleSummary()
+        sync_statuses(parts, clock.now, summary)  # the other host: two orders left to check
+        assert summary.status_checked == 2
+        assert sandbox.requests_seen() - requests == 2

@@ -327,7 +327,7 @@ class Daemon:
             self.health.poll_succeeded(last)
             self.metrics.set_last_successful_poll(last)
         if not summary.poll_skipped:
-            self._last_status = _status_line(summary, now)
+            self._last_status = status_line(summary, now)
             self.notifier.status(self._last_status)
         if summary.orders_created and not self._busy("send"):
             # New orders go out now, not at the next send tick.
@@ -469,7 +469,7 @@ def _send_trouble(summary: CycleSummary) -> str:
     return "sends did not reach a definite answer: " + ", ".join(parts)
 
 
-def _status_line(summary: CycleSummary, now: datetime) -> str:
+def status_line(summary: CycleSummary, now: datetime) -> str:
     kind = "full pass" if summary.full_pass else "poll"
     if summary.source_error:
         return f"{kind} at {now:%H:%M:%S}Z failed: {summary.source_error}"

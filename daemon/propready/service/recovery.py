@@ -23,14 +23,23 @@ def recover(components: Components, now: datetime, summary: CycleSummary) -> Non
         instance = components.owner.rpartition(":")[0]
         dead = dead_local_owners(outbox.sending_lease_owners(connection), instance)
         stale = outbox.expired_leases(connection, now, dead)
+    lease = components.settings.daemon.lease_seconds
     for order in stale:
+        previous = str(order["lease_owner"])
+        # Take the lease over first: when several hosts recover at once, exactly one settles it.
+        with components.state.begin() as connection:
+            if not outbox.take_over(
+                connection, int(order["id"]), previous, components.owner, now, lease
+            ):
+                continue
         summary.recovered += 1
         reason = (
-            f"sender {order['lease_owner']} stopped while sending"
-            if order["lease_owner"] in dead
-            else f"sender {order['lease_owner']} did not finish before its lease expired"
+            f"sender {previous} stopped while sending"
+            if previous in dead
+            else f"sender {previous} did not finish before its lease expired"
         )
-        handle_ambiguous(components, order, reason, now, summary, resend_at_once=True)
+        taken = {**order, "lease_owner": components.owner}
+        handle_ambiguous(components, taken, reason, now, summary, resend_at_once=True)
 
 
 def dead_local_owners(owners: Iterable[str], instance: str) -> list[str]:

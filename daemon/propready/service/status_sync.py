@@ -50,6 +50,9 @@ def sync_statuses(
     for order_id in due:
         if components.stop_requested.is_set():
             break  # nothing is lost: the next daemon checks these orders
+        with components.state.begin() as connection:
+            if not outbox.claim_status_check(connection, order_id, checked_before, now):
+                continue  # another host is checking it
         change = _sync_one(components, components.client, order_id, now, summary)
         if change is not None:
             changes.append(change)

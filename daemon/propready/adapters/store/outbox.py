@@ -178,6 +178,32 @@ def renew_lease(
     return result.rowcount == 1
 
 
+def take_over(
+    connection: sa.Connection,
+    order_id: int,
+    previous_owner: str,
+    owner: str,
+    now: datetime,
+    lease_seconds: float,
+) -> bool:
+    """Move an abandoned `sending` order's lease from `previous_owner` to `owner`.
+
+    False when someone else (another host's recovery, or the sender after all) got there first.
+    """
+    result = connection.execute(
+        orders.update()
+        .where(
+            orders.c.id == order_id,
+            orders.c.state == OrderState.SENDING.value,
+            orders.c.lease_owner == previous_owner,
+        )
+        .values(
+            lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds), updated_at=now
+        )
+    )
+    return result.rowcount == 1
+
+
 def park(connection: sa.Connection, order_id: int, owner: str, now: datetime) -> bool:
     """Give a leased order back unsent (`sending` -> `planned`, due now, attempt not counted).
 
@@ -319,6 +345,25 @@ def orders_to_sync(
             )
         )
     return [int(i) for i in connection.execute(statement).scalars()]
+
+
+def claim_status_check(
+    connection: sa.Connection, order_id: int, checked_before: datetime | None, now: datetime
+) -> bool:
+    """Mark a placed order as being checked now, unless another host checked it meanwhile.
+
+    Hosts sharing a state database then retrieve each order once per interval between them,
+    not once each: the vendor's rate limit is shared too.
+    """
+    statement = orders.update().where(orders.c.id == order_id).values(status_checked_at=now)
+    if checked_before is not None:
+        statement = statement.where(
+            sa.or_(
+                orders.c.status_checked_at.is_(None),
+                orders.c.status_checked_at < checked_before,
+            )
+        )
+    return connection.execute(statement).rowcount == 1
 
 
 def record_vendor_status(
