@@ -29,6 +29,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from propready.adapters.sandbox import SandboxConfig, SandboxServer
+from propready.log import configure_logging
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -195,6 +196,7 @@ def main() -> None:
     parser.add_argument("--homes", type=int, default=300)
     args = parser.parse_args()
     os.environ.pop("NOTIFY_SOCKET", None)
+    configure_logging(fmt="console", level="warning")  # the in-process sandbox logs each request
     results = []
     for hosts, kill_one in ((1, False), (3, False), (3, True)):
         with tempfile.TemporaryDirectory(prefix="propready-bench-hosts-") as folder:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -124,6 +125,7 @@ class NotifyListener:
         self.socket.bind(str(path))
         self.socket.settimeout(0.2)
         self.messages: list[dict[str, str]] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each message
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, daemon=True)
         self._thread.start()
@@ -135,7 +137,15 @@ class NotifyListener:
             except TimeoutError:
                 continue
             fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
+            self.arrivals.append(time.monotonic())
             self.messages.append(fields)
+
+    def pings_between(self, start: float, end: float) -> int:
+        return sum(
+            1
+            for at, message in zip(self.arrivals, self.messages, strict=False)
+            if start <= at <= end and "WATCHDOG" in message
+        )
 
     def first_index(self, key: str, value: str | None = None, start: int = 0) -> int | None:
         for index, message in enumerate(self.messages[start:], start):
@@ -204,6 +214,51 @@ def test_systemd_hears_ready_status_watchdog_reloading_and_stopping(
     assert states_at_ready[0] == {"unknown": 1}
     assert not any("WATCHDOG" in m for m in listener.messages[: listener.first_index("READY")])
     assert '"event": "stopped"' in daemon.log_path.read_text()
+
+
+def test_the_watchdog_goes_quiet_while_no_job_can_finish_and_resumes_after(
+    tmp_path: Path, pm: PmDatabase
+) -> None:
+    """Another process holds the state database's write lock: every job blocks, the WATCHDOG=1
+    pings stop after watchdog_stall_seconds (systemd would restart it), and resume once the
+    lock is released."""
+    pm.insert(home("H1"))
+    state_path = tmp_path / "state.db"
+    with _sandbox() as sandbox:
+        sections = _sections(
+            tmp_path, f"sqlite:///{state_path}", sandbox.url, daemon={"watchdog_stall_seconds": 2}
+        )
+        config = write_config(tmp_path / "propready.toml", sections)
+        _migrate(config)
+        listener = NotifyListener(tmp_path / "notify.sock")
+        daemon = DaemonProcess(
+            config,
+            tmp_path / "daemon.log",
+            env={"NOTIFY_SOCKET": str(listener.path), "WATCHDOG_USEC": "1500000"},
+        )
+        blocker = sqlite3.connect(state_path, isolation_level=None, timeout=30)
+        try:
+            daemon.start()
+            _polled(daemon)
+            blocked_at = time.monotonic()
+            blocker.execute("BEGIN EXCLUSIVE")
+            time.sleep(7)
+            released_at = time.monotonic()
+            blocker.execute("ROLLBACK")
+            wait_until(
+                "pings after the release",
+                lambda: listener.pings_between(released_at, time.monotonic()) > 0,
+                timeout=15,
+            )
+            assert daemon.stop() == 0
+        finally:
+            blocker.close()
+            daemon.kill()
+            listener.close()
+    # Before the lock: pings. From stall limit + a heartbeat after it: none until the release.
+    assert listener.pings_between(blocked_at - 5, blocked_at) > 0
+    assert listener.pings_between(blocked_at + 3.5, released_at) == 0
+    assert daemon.events("watchdog_starved")
 
 
 def test_sigterm_during_a_send_finishes_it_and_exits_0(tmp_path: Path, pm: PmDatabase) -> None:

@@ -32,3 +32,22 @@ def test_example_config_is_valid() -> None:
     """The example config in deploy/ passes the same validation as a real one."""
     settings = load_settings(DEPLOY / "propready.example.toml")
     assert settings.orders.duplicate_window_hours == 72
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_unit_passes_systemd_analyze_verify_without_a_warning(tmp_path: Path) -> None:
+    """Every directive parses (a typo is only a warning to systemd, so any output fails here).
+
+    The install path does not exist on a build machine; an existing binary stands in for it.
+    """
+    unit = tmp_path / "propready.service"
+    text = (DEPLOY / "propready.service").read_text()
+    assert "/opt/propready/bin/propready" in text
+    unit.write_text(text.replace("/opt/propready/bin/propready", "/bin/true"))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    assert result.stdout + result.stderr == ""
+    for directive in ("Type=notify", "WatchdogSec=", "NotifyAccess=main", "ExecReload="):
+        assert directive in text
