@@ -22,7 +22,7 @@ from propready.service.components import CycleSummary
 from propready.service.operator import OrderActionError, approve, cancel, resolve
 from propready.service.status_sync import sync_statuses
 from propready.settings import Settings
-from propready.wiring import components, utc_now
+from propready.wiring import components, utc_now, vendor_client
 
 LIST_COLUMNS = (
     "id",
@@ -120,11 +120,7 @@ def _state_and_client(settings: Settings) -> Iterator[tuple[sa.Engine, Planomati
     engine = create_state_engine(settings.state.url)
     client = None
     if settings.orders.mode != "dry_run":
-        client = PlanomaticClient(
-            settings.planomatic.base_url,
-            settings.planomatic.api_key.get_secret_value(),
-            timeout_seconds=settings.planomatic.timeout_seconds,
-        )
+        client = vendor_client(settings)
     try:
         yield engine, client
     except (OrderActionError, VendorError) as exc:

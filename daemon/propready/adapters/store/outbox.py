@@ -162,10 +162,8 @@ def claim_due(
     return get_order(connection, int(order_id))
 
 
-def renew_lease(
-    connection: sa.Connection, order_id: int, owner: str, now: datetime, lease_seconds: float
-) -> bool:
-    """Extend `owner`'s lease on a `sending` order; False if it is no longer theirs."""
+def _update_while_held(connection: sa.Connection, order_id: int, owner: str, **values: Any) -> bool:
+    """Update a `sending` order only while `owner` holds its lease; False if it no longer does."""
     result = connection.execute(
         orders.update()
         .where(
@@ -173,9 +171,17 @@ def renew_lease(
             orders.c.state == OrderState.SENDING.value,
             orders.c.lease_owner == owner,
         )
-        .values(lease_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+        .values(**values)
     )
     return result.rowcount == 1
+
+
+def renew_lease(
+    connection: sa.Connection, order_id: int, owner: str, now: datetime, lease_seconds: float
+) -> bool:
+    """Extend `owner`'s lease on a `sending` order; False if it is no longer theirs."""
+    until = now + timedelta(seconds=lease_seconds)
+    return _update_while_held(connection, order_id, owner, lease_until=until, updated_at=now)
 
 
 def take_over(
@@ -190,18 +196,10 @@ def take_over(
 
     False when someone else (another host's recovery, or the sender after all) got there first.
     """
-    result = connection.execute(
-        orders.update()
-        .where(
-            orders.c.id == order_id,
-            orders.c.state == OrderState.SENDING.value,
-            orders.c.lease_owner == previous_owner,
-        )
-        .values(
-            lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds), updated_at=now
-        )
+    until = now + timedelta(seconds=lease_seconds)
+    return _update_while_held(
+        connection, order_id, previous_owner, lease_owner=owner, lease_until=until, updated_at=now
     )
-    return result.rowcount == 1
 
 
 def park(connection: sa.Connection, order_id: int, owner: str, now: datetime) -> bool:
@@ -209,23 +207,17 @@ def park(connection: sa.Connection, order_id: int, owner: str, now: datetime) ->
 
     Only for an order whose request has provably not left the process.
     """
-    result = connection.execute(
-        orders.update()
-        .where(
-            orders.c.id == order_id,
-            orders.c.state == OrderState.SENDING.value,
-            orders.c.lease_owner == owner,
-        )
-        .values(
-            state=OrderState.PLANNED.value,
-            lease_owner=None,
-            lease_until=None,
-            attempts=orders.c.attempts - 1,
-            next_attempt_at=now,
-            updated_at=now,
-        )
+    return _update_while_held(
+        connection,
+        order_id,
+        owner,
+        state=OrderState.PLANNED.value,
+        lease_owner=None,
+        lease_until=None,
+        attempts=orders.c.attempts - 1,
+        next_attempt_at=now,
+        updated_at=now,
     )
-    return result.rowcount == 1
 
 
 def get_order(connection: sa.Connection, order_id: int) -> dict[str, Any] | None:
