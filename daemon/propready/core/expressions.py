@@ -145,23 +145,36 @@ def _bound_names(tokens: list[tuple[str, str, int]]) -> set[str]:
     return bound
 
 
+def _accessed_field(tokens: list[tuple[str, str, int]], i: int) -> str | None:
+    """The field read from the map named at token `i`: `map.field` or `map["field"]`; else None."""
+    following = tokens[i + 1 : i + 4]
+    if len(following) >= 2 and following[0][1] == "." and following[1][0] == "ident":
+        return following[1][1]
+    if (
+        len(following) == 3
+        and following[0][1] == "["
+        and following[1][0] == "string"
+        and following[2][1] == "]"
+    ):
+        literal = following[1][1].lstrip("rRbB")
+        if not literal.startswith(("'''", '"""')):
+            return literal[1:-1]
+    return None
+
+
+def _names_map(tokens: list[tuple[str, str, int]], i: int, names: frozenset[str]) -> bool:
+    """Token `i` is one of the map variables `names` (not a member such as `x.property`)."""
+    kind, text, _offset = tokens[i]
+    return kind == "ident" and text in names and not (i > 0 and tokens[i - 1][1] == ".")
+
+
 def _field_references(tokens: list[tuple[str, str, int]]) -> list[tuple[str, int]]:
     found: list[tuple[str, int]] = []
-    for i, (kind, text, offset) in enumerate(tokens):
-        if kind != "ident" or text not in _FACT_MAPS or (i > 0 and tokens[i - 1][1] == "."):
-            continue
-        following = tokens[i + 1 : i + 4]
-        if len(following) >= 2 and following[0][1] == "." and following[1][0] == "ident":
-            found.append((following[1][1], offset))
-        elif (
-            len(following) == 3
-            and following[0][1] == "["
-            and following[1][0] == "string"
-            and following[2][1] == "]"
-        ):
-            literal = following[1][1].lstrip("rRbB")
-            if not literal.startswith(("'''", '"""')):
-                found.append((literal[1:-1], offset))
+    for i in range(len(tokens)):
+        if _names_map(tokens, i, _FACT_MAPS):
+            field = _accessed_field(tokens, i)
+            if field is not None:
+                found.append((field, tokens[i][2]))
     return found
 
 
@@ -174,26 +187,14 @@ def fields_read(source: str, variable: str = "property") -> frozenset[str] | Non
     """
     tokens = _tokens(source)
     fields: set[str] = set()
-    for i, (kind, text, _offset) in enumerate(tokens):
-        if kind != "ident" or text != variable or (i > 0 and tokens[i - 1][1] == "."):
+    for i in range(len(tokens)):
+        if not _names_map(tokens, i, frozenset({variable})):
             continue
-        following = tokens[i + 1 : i + 4]
-        if len(following) >= 2 and following[0][1] == "." and following[1][0] == "ident":
-            if len(following) == 3 and following[2][1] == "(":
-                return None  # a macro or method over the whole map
-            fields.add(following[1][1])
-            continue
-        if (
-            len(following) == 3
-            and following[0][1] == "["
-            and following[1][0] == "string"
-            and following[2][1] == "]"
-        ):
-            literal = following[1][1].lstrip("rRbB")
-            if not literal.startswith(("'''", '"""')):
-                fields.add(literal[1:-1])
-                continue
-        return None
+        field = _accessed_field(tokens, i)
+        called = tokens[i + 3 : i + 4] and tokens[i + 3][1] == "("  # property.exists(...)
+        if field is None or called:
+            return None  # the map used as a whole, or a macro or method over it
+        fields.add(field)
     return frozenset(fields)
 
 
