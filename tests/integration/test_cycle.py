@@ -11,7 +11,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from propready.adapters.sandbox import SandboxConfig, SandboxServer
+from propready.adapters.sandbox import SandboxServer
 from propready.adapters.store import audit, outbox
 from propready.adapters.store.schema import audit_log, orders
 from propready.core.orders import OrderState
@@ -24,12 +24,6 @@ from tests.integration.cycle_support import (
     make_settings,
     wired,
 )
-
-
-@pytest.fixture
-def sandbox() -> Iterator[SandboxServer]:
-    with SandboxServer(SandboxConfig.default()) as server:
-        yield server
 
 
 @pytest.fixture

@@ -8,34 +8,17 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from propready.adapters.sandbox import SandboxConfig, SandboxServer
+from propready.adapters.sandbox import SandboxServer
 from propready.adapters.store import audit, outbox
 from propready.adapters.store.engine import create_state_engine
 from propready.core.orders import OrderState
 from propready.service import run_cycle
-from tests.integration.cycle_support import Clock, PmDatabase, home, make_settings, wired
+from tests.integration.cycle_support import Clock, PmDatabase, make_settings, wired
 from tests.integration.test_orders_recovery import _config
-
-
-@pytest.fixture
-def pm(tmp_path: Path) -> Iterator[PmDatabase]:
-    database = PmDatabase(f"sqlite:///{tmp_path / 'pm.db'}")
-    database.insert(home("H1"), home("H2"))
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def sandbox() -> Iterator[SandboxServer]:
-    with SandboxServer(SandboxConfig.default()) as server:
-        yield server
 
 
 def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

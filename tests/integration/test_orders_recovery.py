@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,7 @@ from propready.adapters.sandbox import SandboxConfig, SandboxServer
 from propready.adapters.store import audit, outbox
 from propready.adapters.store.engine import create_state_engine
 from propready.core.orders import OrderState
-from tests.integration.cycle_support import QUERY, REPO, PmDatabase, home
-
-
-@pytest.fixture
-def pm(tmp_path: Path) -> Iterator[PmDatabase]:
-    database = PmDatabase(f"sqlite:///{tmp_path / 'pm.db'}")
-    database.insert(home("H1"), home("H2"))
-    yield database
-    database.close()
+from tests.integration.cycle_support import QUERY, REPO, PmDatabase
 
 
 def _run_once(config: Path, crash_at: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,15 +17,7 @@ from propready.adapters.store.engine import create_state_engine
 from propready.core.orders import OrderState
 from propready.service import Pacer, run_cycle
 from propready.settings import Settings
-from tests.integration.cycle_support import Clock, PmDatabase, home, make_settings, wired
-
-
-@pytest.fixture
-def pm(tmp_path: Path) -> Iterator[PmDatabase]:
-    database = PmDatabase(f"sqlite:///{tmp_path / 'pm.db'}")
-    database.insert(home("H1"), home("H2"))
-    yield database
-    database.close()
+from tests.integration.cycle_support import Clock, PmDatabase, make_settings, wired
 
 
 def _sandbox(**overrides: Any) -> SandboxServer:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from propready.adapters.sandbox import SandboxConfig, SandboxServer
+from propready.adapters.sandbox import SandboxServer
 from propready.adapters.store import audit, outbox, pacing
 from propready.adapters.store.engine import create_state_engine
 from propready.core.orders import OrderState
@@ -19,22 +17,9 @@ from propready.service.status_sync import sync_statuses
 from tests.integration.cycle_support import Clock, PmDatabase, home, make_settings, wired
 
 
-@pytest.fixture
-def pm(tmp_path: Path) -> Iterator[PmDatabase]:
-    database = PmDatabase(f"sqlite:///{tmp_path / 'pm.db'}")
-    database.insert(home("H1"), home("H2"), home("H3"))
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def sandbox() -> Iterator[SandboxServer]:
-    with SandboxServer(SandboxConfig.default()) as server:
-        yield server
-
-
 def _plan_three(parts: Any, pm: PmDatabase, clock: Clock) -> None:
     """Three homes seen, then ready: three planned orders, nothing sent yet."""
+    pm.insert(home("H3"))
     poll_step(parts, clock, CycleSummary(), respect_backoff=False)
     for code in ("H1", "H2", "H3"):
         pm.set(code, status="Vacant Unrented Ready")
