@@ -8,14 +8,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.integration.cycle_support import QUERY, REPO, PmDatabase, home
+from tests.integration.daemon_support import wait_until
 
 
 def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -32,16 +29,6 @@ def _events(config: Path, kind: str) -> list[dict[str, Any]]:
     listed = _cli(config, "audit", "--kind", kind, "--format", "json")
     assert listed.returncode == 0, listed.stderr
     return [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
-
-
-def _wait_for(what: str, found: Callable[[], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        rows = found()
-        if rows:
-            return rows
-        time.sleep(0.3)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def _rewrite_unnoticed(path: Path, old: str, new: str) -> None:
@@ -74,21 +61,21 @@ def test_sighup_swaps_good_rules_and_refuses_bad_ones(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        started = _wait_for("startup", lambda: _events(config, "rules_loaded"))
+        started = wait_until("startup", lambda: _events(config, "rules_loaded"))
         assert started[0]["detail"]["cause"] == "startup"
         # 1. A good edit, invisible to the file watcher: SIGHUP reloads it.
         _rewrite_unnoticed(
             rule_file, "{slug: photos, quantity: 25}", "{slug: photos, quantity: 20}"
         )
         daemon.send_signal(signal.SIGHUP)
-        reloaded = _wait_for("rules_reloaded", lambda: _events(config, "rules_reloaded"))
+        reloaded = wait_until("rules_reloaded", lambda: _events(config, "rules_reloaded"))
         assert reloaded[0]["detail"]["cause"] == "SIGHUP"
         new_version = reloaded[0]["detail"]["to_version"]
         assert reloaded[0]["detail"]["from_version"] != new_version
         # 2. A bad edit (unknown field), again only via SIGHUP: refused, old rules kept.
         _rewrite_unnoticed(rule_file, "property.bedrooms >= 3", "property.bedroom >= 3 ")
         daemon.send_signal(signal.SIGHUP)
-        refused = _wait_for("refusal", lambda: _events(config, "rules_reload_refused"))
+        refused = wait_until("refusal", lambda: _events(config, "rules_reload_refused"))
         detail = refused[0]["detail"]
         assert detail["cause"] == "SIGHUP"
         assert detail["kept_version"] == new_version
@@ -99,7 +86,7 @@ def test_sighup_swaps_good_rules_and_refuses_bad_ones(tmp_path: Path) -> None:
         assert f"keeps running version {new_version}" in check.stdout
         # The daemon still decides with the last good rules (photos x20).
         pm.set("H1", status="Vacant Unrented Ready")
-        matched = _wait_for("a decision", lambda: _events(config, "rule_matched"))
+        matched = wait_until("a decision", lambda: _events(config, "rule_matched"))
         assert matched[0]["detail"]["rules_version"] == new_version
         assert {"slug": "photos", "quantity": 20} in matched[0]["detail"]["services"]
         # `propready explain` shows the decision trace: conditions with the facts they read.
@@ -122,7 +109,7 @@ def test_sighup_swaps_good_rules_and_refuses_bad_ones(tmp_path: Path) -> None:
         # The fixed file equals the running rules again, so this is a load, not a new version.
         fixed = rule_file.read_text().replace("property.bedroom >= 3 ", "property.bedrooms >= 3")
         rule_file.write_text(fixed)
-        _wait_for(
+        wait_until(
             "file-change load",
             lambda: [
                 e for e in _events(config, "rules_loaded") if e["detail"]["cause"] == "file change"
