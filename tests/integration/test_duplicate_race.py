@@ -18,6 +18,7 @@ from propready.core.planning import OrderPlan
 RACERS = 20
 ROUNDS = 3
 START = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
+DECISION: dict[str, Any] = {"event_id": None, "rule_id": "r", "rules_version": "v"}
 
 
 def _plan(property_id: str, order_id: str, window_hours: float = 72) -> OrderPlan:
@@ -134,9 +135,7 @@ def test_the_database_refuses_an_overlapping_window(state_engine: sa.Engine) -> 
         outbox.insert_order(
             connection,
             _plan("H1", "first"),
-            event_id=None,
-            rule_id="r",
-            rules_version="v",
+            **DECISION,
             state=OrderState.PLACED,
             now=START,
         )
@@ -144,9 +143,7 @@ def test_the_database_refuses_an_overlapping_window(state_engine: sa.Engine) -> 
         outbox.insert_order(
             connection,
             _plan("H1", "second"),
-            event_id=None,
-            rule_id="r",
-            rules_version="v",
+            **DECISION,
             state=OrderState.PLANNED,
             now=START + timedelta(hours=71),
         )
@@ -159,9 +156,7 @@ def test_a_freed_window_admits_a_new_order(state_engine: sa.Engine, freed: str) 
         first = outbox.insert_order(
             connection,
             _plan("H1", "first"),
-            event_id=None,
-            rule_id="r",
-            rules_version="v",
+            **DECISION,
             state=OrderState.PLACED,
             now=START,
         )
@@ -171,9 +166,7 @@ def test_a_freed_window_admits_a_new_order(state_engine: sa.Engine, freed: str) 
         outcome = outbox.insert_order_in_window(
             connection,
             _plan("H1", "second"),
-            event_id=None,
-            rule_id="r",
-            rules_version="v",
+            **DECISION,
             state=OrderState.PLANNED,
             now=START + timedelta(hours=2),
         )
@@ -187,9 +180,7 @@ def test_windows_that_only_touch_do_not_conflict(state_engine: sa.Engine) -> Non
             outcome = outbox.insert_order_in_window(
                 connection,
                 _plan("H1", f"o{index}"),
-                event_id=None,
-                rule_id="r",
-                rules_version="v",
+                **DECISION,
                 state=OrderState.PLANNED,
                 now=start,
             )
@@ -204,9 +195,7 @@ def test_a_blocked_insert_leaves_the_surrounding_transaction_usable(
         outbox.insert_order(
             connection,
             _plan("H1", "first"),
-            event_id=None,
-            rule_id="r",
-            rules_version="v",
+            **DECISION,
             state=OrderState.PLANNED,
             now=START,
         )
@@ -215,9 +204,7 @@ def test_a_blocked_insert_leaves_the_surrounding_transaction_usable(
         taken = outbox.insert_order_in_window(
             connection,
             _plan("H2", "first"),
-            event_id=None,
-            rule_id="r",
-            rules_version="v",
+            **DECISION,
             state=OrderState.PLANNED,
             now=START,
         )
@@ -227,9 +214,7 @@ def test_a_blocked_insert_leaves_the_surrounding_transaction_usable(
         later = outbox.insert_order_in_window(
             connection,
             _plan("H3", "third"),
-            event_id=None,
-            rule_id="r",
-            rules_version="v",
+            **DECISION,
             state=OrderState.PLANNED,
             now=START,
         )
