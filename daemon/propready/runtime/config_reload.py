@@ -35,10 +35,10 @@ class ConfigChange:
     needs_restart: tuple[str, ...]  # "section.key" names changed in the file but kept for now
 
     def changed(self, section: str, key: str | None = None) -> bool:
-        prefix = f"{section}." if key is None else f"{section}.{key}"
-        return any(
-            name == prefix or (key is None and name.startswith(prefix)) for name in self.applied
-        )
+        """Whether the reload applies a change to `section` (or to `section.key`)."""
+        if key is not None:
+            return f"{section}.{key}" in self.applied
+        return any(name.startswith(f"{section}.") for name in self.applied)
 
 
 def merge_reloaded(running: Settings, loaded: Settings) -> ConfigChange:

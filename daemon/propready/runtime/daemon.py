@@ -173,6 +173,7 @@ class Daemon:
         self.metrics.set_rules_version(self.parts.rules.version)
         # Finish what an earlier process left half-done before saying READY.
         self._run_job("recovery", self._recovery)
+        self._refresh_order_gauge()
         self._add_jobs(first=True)
         self.scheduler.start()
         self.notifier.ready(status=f"started; mode {settings.orders.mode}")
@@ -298,9 +299,9 @@ class Daemon:
                 self.health.send_failed(now, _send_trouble(summary))
         if name in ("poll", "full_pass"):
             self._after_poll(summary, now)
-        if name != "recovery" or summary.recovered:
-            self._refresh_order_gauge()
         busy = any(isinstance(value, int | float) and value for value in counts.values())
+        if busy:  # an idle job moved no order: no need to count them again
+            self._refresh_order_gauge()
         quiet = name in QUIET_JOBS and error is None and not busy
         emit = log.debug if quiet else log.info
         emit(
