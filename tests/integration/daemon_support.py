@@ -27,6 +27,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from propready.adapters.store import audit, outbox
+from propready.adapters.store.engine import create_state_engine
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
 
@@ -142,29 +145,22 @@ class DaemonProcess:
 
 
 def audit_kinds(state_url: str, kind: str) -> list[dict[str, Any]]:
-    engine = sa.create_engine(state_url.replace("postgresql://", "postgresql+psycopg://"))
+    """The audit rows of one kind, oldest first; empty while the database is not there yet."""
+    engine = create_state_engine(state_url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(
-                sa.text("SELECT * FROM audit_log WHERE kind = :kind ORDER BY id"), {"kind": kind}
-            ).mappings()
-            found = [dict(row) for row in rows]
+            return audit.query_events(connection, kinds=[kind])
     except sa.exc.OperationalError:
         return []
     finally:
         engine.dispose()
-    for row in found:  # SQLite hands JSON back as text
-        if isinstance(row["detail"], str):
-            row["detail"] = json.loads(row["detail"])
-    return found
 
 
 def orders_by_state(state_url: str) -> dict[str, int]:
-    engine = sa.create_engine(state_url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = create_state_engine(state_url)
     try:
         with engine.connect() as connection:
-            rows = connection.execute(sa.text("SELECT state, count(*) FROM orders GROUP BY state"))
-            return {str(state): int(count) for state, count in rows}
+            return outbox.count_by_state(connection)
     except sa.exc.OperationalError:
         return {}
     finally:
