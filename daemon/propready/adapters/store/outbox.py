@@ -74,27 +74,45 @@ def insert_order_in_window(
     blocker = blocking_order(connection, plan.external_property_id, now)
     if blocker is not None:
         return WindowTaken(blocker, by_constraint=False)
-    try:
-        with connection.begin_nested():
-            order_id = insert_order(
-                connection,
-                plan,
-                event_id=event_id,
-                rule_id=rule_id,
-                rules_version=rules_version,
-                state=state,
-                now=now,
-            )
-    except sa.exc.IntegrityError:
-        # The winner has committed by now (PostgreSQL waits for it before raising), so a fresh
-        # statement sees it. The same decision inserted twice collides on external_order_id.
-        found = blocking_order(connection, plan.external_property_id, now)
-        if found is None:
-            found = find_by_external_order_id(connection, plan.external_order_id)
-        if found is None:
-            raise  # some other integrity problem: not ours to hide
-        return WindowTaken(found, by_constraint=True)
-    return OrderInserted(order_id)
+    for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+        try:
+            with connection.begin_nested():
+                order_id = insert_order(
+                    connection,
+                    plan,
+                    event_id=event_id,
+                    rule_id=rule_id,
+                    rules_version=rules_version,
+                    state=state,
+                    now=now,
+                )
+        except sa.exc.IntegrityError:
+            # The winner has committed by now (PostgreSQL waits for it before raising), so a
+            # fresh statement sees it. The same decision inserted twice collides on
+            # external_order_id.
+            found = blocking_order(connection, plan.external_property_id, now)
+            if found is None:
+                found = find_by_external_order_id(connection, plan.external_order_id)
+            if found is None:
+                raise  # some other integrity problem: not ours to hide
+            return WindowTaken(found, by_constraint=True)
+        except sa.exc.OperationalError as exc:
+            # Two racers' exclusion-constraint checks can wait on each other's uncommitted rows;
+            # PostgreSQL then aborts one of them (deadlock_detected). The savepoint is rolled
+            # back; inserting again waits for the other racer and then sees its outcome.
+            if not is_deadlock(exc) or attempt == DEADLOCK_ATTEMPTS:
+                raise
+            continue
+        return OrderInserted(order_id)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+DEADLOCK_ATTEMPTS = 5
+
+
+def is_deadlock(exc: sa.exc.DBAPIError) -> bool:
+    """PostgreSQL aborted the statement to break a lock cycle (SQLSTATE 40P01)."""
+    return getattr(exc.orig, "sqlstate", None) == "40P01"
 
 
 def insert_order(
