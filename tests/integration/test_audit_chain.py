@@ -16,6 +16,7 @@ from propready.adapters.store import audit, migrate
 from propready.adapters.store.audit_chain import GENESIS, chain_hash, sqlite_content, verify_chain
 from propready.adapters.store.engine import create_state_engine
 from propready.adapters.store.schema import audit_log
+from propready.core.audit_kinds import AuditKind
 from tests.conftest import PG_ADMIN_URL
 from tests.integration.audit_support import (
     T0,
@@ -165,7 +166,7 @@ def test_concurrent_writers_keep_a_single_chain(pg_engine: sa.Engine) -> None:
                     for k in range(3):
                         audit.record(
                             connection,
-                            "order_sending",
+                            AuditKind.ORDER_SENDING,
                             T0 + timedelta(seconds=i),
                             external_property_id=f"W{n}",
                             detail={"writer": n, "i": i, "k": k},
@@ -199,7 +200,7 @@ def test_stale_repeatable_read_writer_fails_instead_of_forking(pg_engine: sa.Eng
             stale.execute(sa.select(audit_log.c.id)).all()  # takes the snapshot
             record_rows(pg_engine, 1, start=T0 + timedelta(hours=1))  # another writer commits
             with pytest.raises(sa.exc.OperationalError, match="could not serialize"):
-                audit.record(stale, "order_sending", T0, detail={})
+                audit.record(stale, AuditKind.ORDER_SENDING, T0, detail={})
     assert _verify(pg_engine) == (True, 2, None)
 
 
@@ -214,7 +215,7 @@ def test_an_insert_only_role_can_append_but_not_touch_the_chain(pg_database: str
             connection.exec_driver_sql(f"GRANT INSERT, SELECT ON audit_log TO {role}")
         with engine.begin() as connection:
             connection.exec_driver_sql(f"SET LOCAL ROLE {role}")
-            audit.record(connection, "order_sending", T0, detail={"by": role})
+            audit.record(connection, AuditKind.ORDER_SENDING, T0, detail={"by": role})
         with engine.begin() as connection:
             connection.exec_driver_sql(f"SET LOCAL ROLE {role}")
             with pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
@@ -256,19 +257,22 @@ def test_buffered_rows_are_appended_in_order_and_chained(state_engine: sa.Engine
     """Rows recorded inside audit.buffered() land together, in order, in one valid chain."""
     at = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
     with state_engine.begin() as connection:
-        audit.record(connection, "before", at)
+        audit.record(connection, AuditKind.RULES_LOADED, at, detail={"n": -1})
         with audit.buffered(connection):
             for n in range(5):
-                audit.record(connection, f"buffered_{n}", at, detail={"n": n})
+                audit.record(connection, AuditKind.ORDER_SENDING, at, detail={"n": n})
             # Nothing is written until the block ends.
             assert (
                 connection.execute(sa.select(sa.func.count()).select_from(audit_log)).scalar() == 1
             )
     with state_engine.connect() as connection:
-        kinds = list(
-            connection.execute(sa.select(audit_log.c.kind).order_by(audit_log.c.id)).scalars()
-        )
-    assert kinds == ["before", *(f"buffered_{n}" for n in range(5))]
+        rows = connection.execute(
+            sa.select(audit_log.c.kind, audit_log.c.detail).order_by(audit_log.c.id)
+        ).all()
+    assert [(kind, detail["n"]) for kind, detail in rows] == [
+        ("rules_loaded", -1),
+        *((AuditKind.ORDER_SENDING, n) for n in range(5)),
+    ]
     assert _verify(state_engine) == (True, 6, None)
 
 
@@ -278,12 +282,20 @@ def test_buffered_rows_are_dropped_with_a_failed_block(state_engine: sa.Engine) 
 
     def failing_batch() -> None:
         with state_engine.begin() as connection, audit.buffered(connection):
-            audit.record(connection, "lost", at)
+            audit.record(connection, AuditKind.ORDER_PARKED, at)
             raise RuntimeError("batch failed")
 
     with pytest.raises(RuntimeError, match="batch failed"):
         failing_batch()
     with state_engine.begin() as connection:
-        audit.record(connection, "kept", at)
+        audit.record(connection, AuditKind.ORDER_PLACED, at)
     with state_engine.connect() as connection:
-        assert list(connection.execute(sa.select(audit_log.c.kind)).scalars()) == ["kept"]
+        assert list(connection.execute(sa.select(audit_log.c.kind)).scalars()) == ["order_placed"]
+
+
+def test_record_refuses_a_kind_outside_the_enum(state_engine: sa.Engine) -> None:
+    """A misspelt kind is refused before it is written (the views would never match it)."""
+    at = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    with state_engine.begin() as connection, pytest.raises(ValueError, match="AuditKind"):
+        audit.record(connection, "order_placd", at)  # type: ignore[arg-type]
+    assert all_rows(state_engine) == []

@@ -26,6 +26,7 @@ from propready.adapters.source import SourceUnavailable, query_columns
 from propready.adapters.store import audit
 from propready.adapters.store.engine import create_state_engine
 from propready.adapters.store.rules_status import latest_rules_event_per_host
+from propready.core.audit_kinds import AuditKind
 from propready.core.catalog import Catalog, CatalogError
 from propready.core.expressions import SourceLocation
 from propready.core.rules import RuleSet
@@ -100,7 +101,7 @@ class RuleReloader:
         """Audit the rule set the daemon starts with (so an older refusal is no longer pending)."""
         rules = self.components.rules
         self._audit(
-            "rules_loaded",
+            AuditKind.RULES_LOADED,
             rules.version,
             {"cause": "startup", "rules": len(rules.rules), "triggers": len(rules.triggers)},
         )
@@ -127,7 +128,7 @@ class RuleReloader:
                 if self._refusal_pending:  # the files are back to what runs: say so in the audit
                     self._refusal_pending = False
                     self._audit(
-                        "rules_loaded",
+                        AuditKind.RULES_LOADED,
                         old.version,
                         {"cause": cause, "note": "the files match the running rules again"},
                     )
@@ -137,14 +138,14 @@ class RuleReloader:
                 self.components.rules = new
                 self.components.catalog = catalog
             log.info(
-                "rules_reloaded",
+                AuditKind.RULES_RELOADED,
                 cause=cause,
                 from_version=old.version,
                 rules_version=new.version,
                 rules=len(new.rules),
             )
             self._audit(
-                "rules_reloaded",
+                AuditKind.RULES_RELOADED,
                 new.version,
                 {
                     "cause": cause,
@@ -159,13 +160,13 @@ class RuleReloader:
     def _refuse(self, cause: str, kept: RuleSet, problems: list[str]) -> None:
         self._refusal_pending = True
         log.error(
-            "rules_reload_refused",
+            AuditKind.RULES_RELOAD_REFUSED,
             cause=cause,
             kept_version=kept.version,
             problems=problems[:MAX_AUDITED_PROBLEMS],
         )
         self._audit(
-            "rules_reload_refused",
+            AuditKind.RULES_RELOAD_REFUSED,
             kept.version,
             {
                 "cause": cause,
@@ -175,7 +176,7 @@ class RuleReloader:
             },
         )
 
-    def _audit(self, kind: str, version: str, detail: dict[str, Any]) -> None:
+    def _audit(self, kind: AuditKind, version: str, detail: dict[str, Any]) -> None:
         try:
             with self.components.state.begin() as connection:
                 audit.record(connection, kind, self.clock(), rules_version=version, detail=detail)
@@ -199,7 +200,7 @@ def pending_refusals(state_url: str) -> list[str]:
         engine.dispose()
     lines = []
     for row in rows:
-        if row["kind"] != "rules_reload_refused":
+        if row["kind"] != AuditKind.RULES_RELOAD_REFUSED:
             continue
         detail = row["detail"] or {}
         problems = detail.get("problems") or ["(no detail)"]

@@ -37,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from propready.adapters.store import properties
 from propready.adapters.store.engine import create_state_engine
 from propready.adapters.store.schema import audit_log, orders, readiness_event
+from propready.core.audit_kinds import AuditKind
 from propready.core.orders import OrderState
 from propready.demo.pm_database import (
     DEMO_SOURCE_QUERY,
@@ -284,7 +285,7 @@ def _report(state: sa.Engine) -> None:
         why = {
             row["event_id"]: row
             for row in connection.execute(
-                sa.select(audit_log).where(audit_log.c.kind == "rule_matched")
+                sa.select(audit_log).where(audit_log.c.kind == AuditKind.RULE_MATCHED)
             ).mappings()
         }
         kinds = connection.execute(

@@ -10,6 +10,8 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from propready.core.audit_kinds import AuditKind
+
 Detail = Mapping[str, Any]
 
 
@@ -54,32 +56,32 @@ def _generic(detail: Detail) -> str:
 
 
 RENDERERS: dict[str, Callable[[Mapping[str, Any], Detail], str]] = {
-    "trigger_fired": lambda r, d: (
+    AuditKind.TRIGGER_FIRED: lambda r, d: (
         f"trigger {r.get('trigger_name')} fired ({d.get('kind')}, edge {d.get('edge_seq')})"
     ),
-    "rule_matched": lambda r, d: _decision(
+    AuditKind.RULE_MATCHED: lambda r, d: _decision(
         f"rule {r.get('rule_id')} matched: {_services(d.get('services'))}", d
     ),
-    "no_rule_matched": lambda r, d: _decision("no rule matched", d),
-    "order_not_plannable": lambda r, d: (
+    AuditKind.NO_RULE_MATCHED: lambda r, d: _decision("no rule matched", d),
+    AuditKind.ORDER_NOT_PLANNABLE: lambda r, d: (
         "not plannable: " + "; ".join(str(p) for p in d.get("problems", []))
     ),
-    "duplicate_blocked": lambda r, d: (
+    AuditKind.DUPLICATE_BLOCKED: lambda r, d: (
         f"blocked by order {d.get('blocked_by')} (created {d.get('blocking_order_created_at')},"
         f" window {d.get('window_hours')} h)"
     ),
-    "order_planned_dry_run": lambda r, d: (
+    AuditKind.ORDER_PLANNED_DRY_RUN: lambda r, d: (
         f"dry run: would order {r.get('external_order_id')}: {_services(d.get('services'))}"
     ),
-    "order_created": lambda r, d: (
+    AuditKind.ORDER_CREATED: lambda r, d: (
         f"order {r.get('external_order_id')} created ({d.get('state')}) for"
         f" {d.get('billing_entity_slug')}: {_services(d.get('services'))}"
     ),
-    "order_sending": lambda r, d: f"sending, attempt {d.get('attempt')}",
-    "order_placed": lambda r, d: (
+    AuditKind.ORDER_SENDING: lambda r, d: f"sending, attempt {d.get('attempt')}",
+    AuditKind.ORDER_PLACED: lambda r, d: (
         f"placed: vendor order {d.get('vendor_order_id')} ({d.get('vendor_status')})"
     ),
-    "order_rejected": lambda r, d: (
+    AuditKind.ORDER_REJECTED: lambda r, d: (
         f"rejected (HTTP {d.get('status')}): "
         + "; ".join(
             f"{e.get('attr')}: {e.get('message')}"

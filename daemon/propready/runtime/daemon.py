@@ -43,6 +43,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from propready.adapters.planomatic import PlanomaticClient
 from propready.adapters.rule_reloader import RuleReloader
 from propready.adapters.store import audit, outbox, properties
+from propready.core.audit_kinds import AuditKind
 from propready.log import REDACTOR, configure_logging
 from propready.runtime.config_reload import merge_reloaded
 from propready.runtime.health import HealthReport, HealthTracker
@@ -409,7 +410,7 @@ class Daemon:
             loaded = load_settings(self.config_path)
         except ConfigError as exc:
             log.error("config_reload_refused", error=str(exc))
-            self._audit("config_reload_refused", {"error": str(exc)})
+            self._audit(AuditKind.CONFIG_RELOAD_REFUSED, {"error": str(exc)})
             return
         change = merge_reloaded(running, loaded)
         if change.needs_restart:
@@ -433,7 +434,7 @@ class Daemon:
         self._add_jobs(first=False)
         log.info("config_reloaded", keys=list(change.applied))
         self._audit(
-            "config_reloaded",
+            AuditKind.CONFIG_RELOADED,
             {"applied": list(change.applied), "restart_needed": list(change.needs_restart)},
         )
 
@@ -448,7 +449,7 @@ class Daemon:
             # A send in flight may still be using it: close it when the daemon stops.
             self._retired_clients.append(old)
 
-    def _audit(self, kind: str, detail: dict[str, Any]) -> None:
+    def _audit(self, kind: AuditKind, detail: dict[str, Any]) -> None:
         try:
             with self.parts.state.begin() as connection:
                 audit.record(connection, kind, self.clock(), detail=detail)

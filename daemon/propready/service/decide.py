@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from propready.adapters.store import audit, outbox, properties
+from propready.core.audit_kinds import AuditKind
 from propready.core.expressions import EvaluationScope
 from propready.core.model import Decision, Edge, PropertySnapshot
 from propready.core.orders import OrderState
@@ -46,7 +47,7 @@ def handle_edge(
     }
     audit.record(
         connection,
-        "trigger_fired",
+        AuditKind.TRIGGER_FIRED,
         now,
         detail={"kind": edge.kind, "edge_seq": edge.edge_seq, "facts": stored_facts},
         **common,
@@ -58,7 +59,7 @@ def handle_edge(
         summary.not_ordered += 1
         audit.record(
             connection,
-            "no_rule_matched",
+            AuditKind.NO_RULE_MATCHED,
             now,
             detail={"reason": decision.reason, **_explanation(decision), "trace": trace},
             **common,
@@ -68,7 +69,7 @@ def handle_edge(
     assert decision.rule_id is not None
     audit.record(
         connection,
-        "rule_matched",
+        AuditKind.RULE_MATCHED,
         now,
         rule_id=decision.rule_id,
         detail={
@@ -88,7 +89,7 @@ def handle_edge(
         summary.invalid += 1
         audit.record(
             connection,
-            "order_not_plannable",
+            AuditKind.ORDER_NOT_PLANNABLE,
             now,
             rule_id=decision.rule_id,
             detail={"problems": exc.problems},
@@ -103,7 +104,7 @@ def handle_edge(
             return
         audit.record(
             connection,
-            "order_planned_dry_run",
+            AuditKind.ORDER_PLANNED_DRY_RUN,
             now,
             rule_id=decision.rule_id,
             external_order_id=plan.external_order_id,
@@ -143,7 +144,7 @@ def handle_edge(
     summary.orders_created += 1
     audit.record(
         connection,
-        "order_created",
+        AuditKind.ORDER_CREATED,
         now,
         rule_id=decision.rule_id,
         order_id=order_id,
@@ -170,7 +171,7 @@ def _audit_blocked(
 ) -> None:
     audit.record(
         connection,
-        "duplicate_blocked",
+        AuditKind.DUPLICATE_BLOCKED,
         now,
         rule_id=rule_id,
         order_id=int(blocker["id"]),

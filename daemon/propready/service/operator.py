@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from propready.adapters.planomatic import PlanomaticClient, VendorRejected
 from propready.adapters.store import audit, outbox
+from propready.core.audit_kinds import AuditKind
 from propready.core.orders import (
     CANCELABLE_VENDOR_STATUSES,
     CancelRefused,
@@ -38,7 +39,7 @@ def approve(state: sa.Engine, external_order_id: str, now: datetime, by: str) ->
             )
         audit.record(
             connection,
-            "order_approved",
+            AuditKind.ORDER_APPROVED,
             now,
             **order_refs(order),
             detail={"state": OrderState.PLANNED.value, "approved_by": by},
@@ -97,7 +98,7 @@ def cancel(
             raise OrderActionError(f"{external_order_id} changed state meanwhile; look again")
         audit.record(
             connection,
-            "order_canceled",
+            AuditKind.ORDER_CANCELED,
             now,
             **order_refs(order),
             detail={"state": OrderState.CANCELED.value, "where": route, **detail},
@@ -156,7 +157,7 @@ def resolve(
             raise OrderActionError(f"{external_order_id} changed state meanwhile; look again")
         audit.record(
             connection,
-            "order_resolved",
+            AuditKind.ORDER_RESOLVED,
             now,
             **order_refs(order),
             detail={"state": target.value, "resolved_by": by, **values},

@@ -25,6 +25,7 @@ import structlog
 
 from propready.adapters.source import SourceBatch, incremental_query, stream_batches
 from propready.adapters.store import audit, properties
+from propready.core.audit_kinds import AuditKind
 from propready.core.expressions import EvaluationScope, Expression
 from propready.core.facts import RowProblem, RowTyper, facts_for_storage
 from propready.core.model import PropertySnapshot
@@ -270,7 +271,7 @@ class _BatchWrites:
             for property_id in self.released:
                 audit.record(
                     connection,
-                    "source_row_released",
+                    AuditKind.SOURCE_ROW_RELEASED,
                     now,
                     external_property_id=property_id,
                     detail={"reason": "the row changed and now passes every check"},
@@ -294,14 +295,14 @@ def _quarantine(
         connection, key, digest, problem.column, problem.reason, now, known=key in held
     )
     log.warning(
-        "source_row_quarantined",
+        AuditKind.SOURCE_ROW_QUARANTINED,
         property=problem.external_property_id,
         column=problem.column,
         reason=problem.reason,
     )
     audit.record(
         connection,
-        "source_row_quarantined",
+        AuditKind.SOURCE_ROW_QUARANTINED,
         now,
         external_property_id=problem.external_property_id,
         detail={"column": problem.column, "reason": problem.reason},

@@ -24,6 +24,7 @@ from propready.adapters.planomatic import (
     VendorRejected,
 )
 from propready.adapters.store import audit, outbox
+from propready.core.audit_kinds import AuditKind
 from propready.core.orders import OrderState, resend_is_covered
 from propready.service.components import Components, CycleSummary, crash_point
 
@@ -85,7 +86,7 @@ def _start_sending(
         summary.unknown += 1
         audit.record(
             connection,
-            "order_outcome_unknown",
+            AuditKind.ORDER_OUTCOME_UNKNOWN,
             now,
             **order_refs(order),
             detail={
@@ -97,7 +98,7 @@ def _start_sending(
         return False
     audit.record(
         connection,
-        "order_sending",
+        AuditKind.ORDER_SENDING,
         now,
         **order_refs(order),
         detail={"attempt": order["attempts"], "resend": order["ambiguous_at"] is not None},
@@ -131,7 +132,7 @@ def _send_leased(
                 order,
                 OrderState.PLACED,
                 now(),
-                "order_placed",
+                AuditKind.ORDER_PLACED,
                 {
                     "confirmed_by": "vendor_duplicate_protection",
                     "vendor_order_id": None,
@@ -147,7 +148,7 @@ def _send_leased(
                 order,
                 OrderState.REJECTED,
                 now(),
-                "order_rejected",
+                AuditKind.ORDER_REJECTED,
                 {"status": exc.status, "errors": errors},
                 last_error=str(exc),
             )
@@ -168,7 +169,7 @@ def _send_leased(
             order,
             OrderState.PLACED,
             now(),
-            "order_placed",
+            AuditKind.ORDER_PLACED,
             {"vendor_order_id": placed.order_id, "vendor_status": placed.order_status},
             vendor_order_id=placed.order_id,
             vendor_request_id=placed.request_id,
@@ -200,7 +201,7 @@ def handle_ambiguous(
             order,
             OrderState.PLANNED,
             now,
-            "order_resend_scheduled",
+            AuditKind.ORDER_RESEND_SCHEDULED,
             {
                 "reason": reason,
                 "attempts": attempts,
@@ -219,7 +220,7 @@ def handle_ambiguous(
         order,
         OrderState.UNKNOWN,
         now,
-        "order_outcome_unknown",
+        AuditKind.ORDER_OUTCOME_UNKNOWN,
         {"reason": reason, "attempts": attempts},
         last_error=reason,
         ambiguous_at=now,
@@ -246,7 +247,7 @@ def retry_or_fail(
             order,
             OrderState.FAILED,
             now,
-            "order_failed",
+            AuditKind.ORDER_FAILED,
             {"reason": str(exc), "attempts": attempts},
             last_error=str(exc),
         )
@@ -258,7 +259,7 @@ def retry_or_fail(
         order,
         OrderState.PLANNED,
         now,
-        "order_retry_scheduled",
+        AuditKind.ORDER_RETRY_SCHEDULED,
         {"reason": str(exc), "attempts": attempts, "retry_in_seconds": round(delay, 1)},
         last_error=str(exc),
         next_attempt_at=now + timedelta(seconds=delay),
@@ -276,7 +277,7 @@ def finish(
     order: Mapping[str, Any],
     state: OrderState,
     now: datetime,
-    kind: str,
+    kind: AuditKind,
     detail: dict[str, Any],
     **outcome: Any,
 ) -> None:
@@ -293,7 +294,7 @@ def finish(
         )
         if not recorded:
             # Our lease expired and recovery moved the order on meanwhile. Keep what we learnt.
-            kind, detail = "order_outcome_after_lease_lost", {"outcome": kind, **detail}
+            kind, detail = AuditKind.ORDER_OUTCOME_AFTER_LEASE_LOST, {"outcome": kind, **detail}
         audit.record(
             connection, kind, now, **order_refs(order), detail={"state": state.value, **detail}
         )
@@ -322,7 +323,7 @@ def _still_ours(
                 summary.parked += 1
                 audit.record(
                     connection,
-                    "order_parked",
+                    AuditKind.ORDER_PARKED,
                     now,
                     **order_refs(order),
                     detail={

@@ -14,6 +14,7 @@ import structlog
 
 from propready.adapters.planomatic import PlanomaticClient, VendorError
 from propready.adapters.store import audit, outbox
+from propready.core.audit_kinds import AuditKind
 from propready.core.orders import VENDOR_CANCELED_STATUSES, OrderState
 from propready.service.components import Components, CycleSummary
 from propready.service.send import order_refs
@@ -95,7 +96,7 @@ def _sync_one(
             state = OrderState.CANCELED
         audit.record(
             connection,
-            "order_status_changed",
+            AuditKind.ORDER_STATUS_CHANGED,
             now,
             **order_refs(order),
             detail={"from": old, "to": new, "state": state.value},

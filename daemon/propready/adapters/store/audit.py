@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from propready.adapters.store.audit_chain import append_sqlite
 from propready.adapters.store.schema import audit_log, orders
+from propready.core.audit_kinds import AuditKind
 from propready.log import redact
 
 HOST = socket.gethostname()[:255]
@@ -29,7 +30,7 @@ def identify_host(name: str) -> None:
 
 def record(
     connection: sa.Connection,
-    kind: str,
+    kind: AuditKind,
     at: datetime,
     *,
     detail: Mapping[str, Any] | None = None,
@@ -48,7 +49,7 @@ def record(
     """
     values: dict[str, Any] = {
         "at": at,
-        "kind": kind,
+        "kind": AuditKind(kind).value,  # an unknown kind fails here, not in a view
         "external_property_id": external_property_id,
         "trigger_name": trigger_name,
         "rule_id": rule_id,

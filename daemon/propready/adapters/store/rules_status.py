@@ -11,8 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from propready.adapters.store.schema import audit_log
+from propready.core.audit_kinds import AuditKind
 
-RULES_EVENTS = ("rules_loaded", "rules_reloaded", "rules_reload_refused")
+RULES_EVENTS = (AuditKind.RULES_LOADED, AuditKind.RULES_RELOADED, AuditKind.RULES_RELOAD_REFUSED)
 
 
 def latest_rules_event_per_host(connection: sa.Connection) -> list[dict[str, Any]]:

@@ -1,0 +1,44 @@
+"""Every kind of audit row, in one enum: the writers, the CLI and the analyst views share it.
+
+A kind is part of the analysts' interface (the views in migrations/ match on these names, and
+`propready audit --kind` filters by them), so a kind is never renamed; new ones are added here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class AuditKind(StrEnum):
+    # readiness and decisions
+    TRIGGER_FIRED = "trigger_fired"
+    RULE_MATCHED = "rule_matched"
+    NO_RULE_MATCHED = "no_rule_matched"
+    ORDER_NOT_PLANNABLE = "order_not_plannable"
+    ORDER_PLANNED_DRY_RUN = "order_planned_dry_run"
+    DUPLICATE_BLOCKED = "duplicate_blocked"
+    # the order outbox
+    ORDER_CREATED = "order_created"
+    ORDER_SENDING = "order_sending"
+    ORDER_PLACED = "order_placed"
+    ORDER_REJECTED = "order_rejected"
+    ORDER_FAILED = "order_failed"
+    ORDER_RETRY_SCHEDULED = "order_retry_scheduled"
+    ORDER_RESEND_SCHEDULED = "order_resend_scheduled"
+    ORDER_OUTCOME_UNKNOWN = "order_outcome_unknown"
+    ORDER_OUTCOME_AFTER_LEASE_LOST = "order_outcome_after_lease_lost"
+    ORDER_PARKED = "order_parked"
+    # operators and the vendor's news
+    ORDER_APPROVED = "order_approved"
+    ORDER_CANCELED = "order_canceled"
+    ORDER_RESOLVED = "order_resolved"
+    ORDER_STATUS_CHANGED = "order_status_changed"
+    # the source
+    SOURCE_ROW_QUARANTINED = "source_row_quarantined"
+    SOURCE_ROW_RELEASED = "source_row_released"
+    # rules and configuration
+    RULES_LOADED = "rules_loaded"
+    RULES_RELOADED = "rules_reloaded"
+    RULES_RELOAD_REFUSED = "rules_reload_refused"
+    CONFIG_RELOADED = "config_reloaded"
+    CONFIG_RELOAD_REFUSED = "config_reload_refused"
