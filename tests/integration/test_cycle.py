@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from propready.adapters.sandbox import SandboxServer
 from propready.adapters.store import audit, outbox
 from propready.adapters.store.schema import audit_log, orders
-from propready.core.orders import OrderState
+from propready.core.orders import Order, OrderState
 from propready.service import CycleSummary, recover, run_cycle
 from tests.integration.cycle_support import (
     SECRET_CODE,
@@ -46,7 +46,7 @@ def _kinds(engine: sa.Engine) -> list[str]:
         )
 
 
-def _orders(engine: sa.Engine) -> list[dict[str, object]]:
+def _orders(engine: sa.Engine) -> list[Order]:
     with engine.connect() as connection:
         return outbox.list_orders(connection)
 
@@ -91,11 +91,11 @@ def test_a_home_that_becomes_ready_is_ordered_exactly_once(
             assert (again.events, again.sent) == (0, 0)
         (order,) = _orders(parts.state)
         kinds = _kinds(parts.state)
-        assert order["state"] == OrderState.PLACED
-        assert order["vendor_order_id"] == str(sandbox.orders[0]["order_id"])
+        assert order.state == OrderState.PLACED
+        assert order.vendor_order_id == str(sandbox.orders[0]["order_id"])
     (vendor_order,) = sandbox.orders
     assert vendor_order["external_property_id"] == "H1"
-    assert vendor_order["external_order_id"] == order["external_order_id"]
+    assert vendor_order["external_order_id"] == order.external_order_id
     assert vendor_order["services"] == [
         {"slug": "photos", "quantity": 25},
         {"slug": "zillow_3d_and_floor_plans", "quantity": 1},
@@ -124,7 +124,7 @@ def test_rearmed_trigger_inside_the_window_is_blocked_and_audited(
             (blocked,) = audit.query_events(connection, kinds=["duplicate_blocked"])
         (order,) = _orders(parts.state)
     assert len(sandbox.orders) == 1
-    assert blocked["external_order_id"] == order["external_order_id"]
+    assert blocked["external_order_id"] == order.external_order_id
     assert blocked["detail"]["window_hours"] == 720
 
 
@@ -169,7 +169,7 @@ def test_approval_mode_holds_orders(state_url: str, pm: PmDatabase, sandbox: San
         pm.set("H1", status="Vacant Unrented Ready")
         run_cycle(parts, clock)
         (order,) = _orders(parts.state)
-    assert order["state"] == OrderState.AWAITING_APPROVAL
+    assert order.state == OrderState.AWAITING_APPROVAL
     assert sandbox.orders == []
 
 
@@ -190,7 +190,7 @@ def test_vendor_rejection_is_final_and_names_the_fields(
         with parts.state.connect() as connection:
             (rejected,) = audit.query_events(connection, kinds=["order_rejected"])
     assert summary.rejected == 1
-    assert order["state"] == OrderState.REJECTED
+    assert order.state == OrderState.REJECTED
     assert {"attr": "api_key", "message": "unauthorized"} in rejected["detail"]["errors"]
 
 
@@ -203,9 +203,9 @@ def test_unreachable_vendor_schedules_a_retry(state_url: str, pm: PmDatabase) ->
         summary = run_cycle(parts, clock)
         (order,) = _orders(parts.state)
     assert summary.retried == 1
-    assert order["state"] == OrderState.PLANNED
-    assert order["attempts"] == 1
-    assert order["next_attempt_at"] > clock.now
+    assert order.state == OrderState.PLANNED
+    assert order.attempts == 1
+    assert order.next_attempt_at > clock.now
 
 
 @pytest.mark.parametrize(
@@ -235,7 +235,7 @@ def test_ambiguous_vendor_answers_leave_the_order_unknown(
         clock.now += timedelta(hours=1)
         run_cycle(parts, clock)
         (order,) = _orders(parts.state)
-    assert order["state"] == OrderState.UNKNOWN
+    assert order.state == OrderState.UNKNOWN
     assert len(calls) == 1
 
 
@@ -259,7 +259,7 @@ def test_recovery_marks_an_expired_sending_lease_unknown(
         recover(parts, clock.now, summary)
         (order,) = _orders(parts.state)
     assert summary.recovered == 1
-    assert order["state"] == OrderState.UNKNOWN
+    assert order.state == OrderState.UNKNOWN
     assert sandbox.requests_seen() == 0
 
 

@@ -70,7 +70,7 @@ def _insert_once(engine: sa.Engine, plan: OrderPlan, mode: str, now: datetime) -
         return "integrity_error"
     if isinstance(outcome, outbox.WindowTaken):
         how = "constraint" if outcome.by_constraint else "check"
-        return f"blocked_by_{how}:{outcome.blocker['external_order_id']}"
+        return f"blocked_by_{how}:{outcome.blocker.external_order_id}"
     return "inserted"
 
 
@@ -209,7 +209,7 @@ def test_a_blocked_insert_leaves_the_surrounding_transaction_usable(
         )
         assert isinstance(taken, outbox.WindowTaken)
         assert taken.by_constraint
-        assert taken.blocker["external_order_id"] == "first"
+        assert taken.blocker.external_order_id == "first"
         later = outbox.insert_order_in_window(
             connection,
             _plan("H3", "third"),

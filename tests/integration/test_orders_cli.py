@@ -51,7 +51,7 @@ def _orders_for(
         run_cycle(parts, clock)
         with parts.state.connect() as connection:
             rows = outbox.list_orders(connection)
-    return {r["external_property_id"]: r["external_order_id"] for r in rows}
+    return {r.external_property_id: r.external_order_id for r in rows}
 
 
 def _config_for(tmp_path: Path, state_url: str, sandbox: SandboxServer, mode: str) -> Path:

@@ -89,11 +89,11 @@ def test_a_crash_at_each_point_never_duplicates_or_loses_the_order(
     finally:
         engine.dispose()
     state, vendor_count = EXPECTED[crash_at][protected]
-    assert order["external_property_id"] == "H1"
-    assert order["state"] == state, kinds
+    assert order.external_property_id == "H1"
+    assert order.state == state, kinds
     assert len(vendor_orders) == vendor_count
     if vendor_orders:
-        assert vendor_orders[0]["external_order_id"] == order["external_order_id"]
+        assert vendor_orders[0]["external_order_id"] == order.external_order_id
     if state is OrderState.UNKNOWN:
         assert "order_outcome_unknown" in kinds
     assert kinds.count("order_created") == 1

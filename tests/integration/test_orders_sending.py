@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from propready.adapters.sandbox import SandboxConfig, SandboxServer
 from propready.adapters.store import audit, outbox
 from propready.adapters.store.engine import create_state_engine
-from propready.core.orders import OrderState
+from propready.core.orders import Order, OrderState
 from propready.service import Pacer, run_cycle
 from propready.settings import Settings
 from tests.integration.cycle_support import Clock, PmDatabase, make_settings, wired
@@ -40,7 +40,7 @@ def _ready_h1(parts: Any, pm: PmDatabase, clock: Clock) -> None:
     pm.set("H1", status="Vacant Unrented Ready")
 
 
-def _the_order(engine: sa.Engine) -> dict[str, Any]:
+def _the_order(engine: sa.Engine) -> Order:
     with engine.connect() as connection:
         (order,) = outbox.list_orders(connection)
     return order
@@ -59,13 +59,13 @@ def test_a_429_is_retried_later_and_then_placed(state_url: str, pm: PmDatabase) 
         sandbox.inject("create", "429")
         first = run_cycle(parts, clock)
         assert (first.rate_limited, first.retried) == (1, 1)
-        assert _the_order(parts.state)["state"] == OrderState.PLANNED
+        assert _the_order(parts.state).state == OrderState.PLANNED
         clock.now += timedelta(minutes=5)
         second = run_cycle(parts, clock)
         order = _the_order(parts.state)
     assert second.placed == 1
-    assert order["state"] == OrderState.PLACED
-    assert order["attempts"] == 2
+    assert order.state == OrderState.PLACED
+    assert order.attempts == 2
     assert len(sandbox.orders) == 1
 
 
@@ -87,9 +87,9 @@ def test_an_ambiguous_outcome_without_vendor_protection_stays_unknown(
             unknown = outbox.list_orders(connection, state="unknown")
         kinds = _kinds(parts.state)
     assert summary.unknown == 1
-    assert order["state"] == OrderState.UNKNOWN
-    assert order["ambiguous_at"] is not None
-    assert [o["external_order_id"] for o in unknown] == [order["external_order_id"]]
+    assert order.state == OrderState.UNKNOWN
+    assert order.ambiguous_at is not None
+    assert [o.external_order_id for o in unknown] == [order.external_order_id]
     assert kinds.count("order_sending") == 1
     assert "order_outcome_unknown" in kinds
     assert len(sandbox.orders) == 1
@@ -108,14 +108,14 @@ def test_a_saved_order_is_confirmed_by_the_vendors_duplicate_answer(
         sandbox.inject("create", "drop")
         first = run_cycle(parts, clock)
         assert first.resend_covered == 1
-        assert _the_order(parts.state)["state"] == OrderState.PLANNED
+        assert _the_order(parts.state).state == OrderState.PLANNED
         clock.now += timedelta(minutes=5)
         run_cycle(parts, clock)
         order = _the_order(parts.state)
         with parts.state.connect() as connection:
             (placed,) = audit.query_events(connection, kinds=["order_placed"])
-    assert order["state"] == OrderState.PLACED
-    assert order["vendor_order_id"] is None
+    assert order.state == OrderState.PLACED
+    assert order.vendor_order_id is None
     assert placed["detail"]["confirmed_by"] == "vendor_duplicate_protection"
     assert len(sandbox.orders) == 1
 
@@ -133,8 +133,8 @@ def test_an_unsaved_order_is_created_by_the_covered_resend(state_url: str, pm: P
         clock.now += timedelta(minutes=5)
         run_cycle(parts, clock)
         order = _the_order(parts.state)
-    assert order["state"] == OrderState.PLACED
-    assert order["vendor_order_id"] == str(sandbox.orders[0]["order_id"])
+    assert order.state == OrderState.PLACED
+    assert order.vendor_order_id == str(sandbox.orders[0]["order_id"])
     assert len(sandbox.orders) == 1
 
 
@@ -154,7 +154,7 @@ def test_a_resend_after_the_protection_ran_out_becomes_unknown(
         run_cycle(parts, clock)
         order = _the_order(parts.state)
         kinds = _kinds(parts.state)
-    assert order["state"] == OrderState.UNKNOWN
+    assert order.state == OrderState.UNKNOWN
     assert kinds.count("order_sending") == 1
     assert len(sandbox.orders) == 1
 
@@ -171,13 +171,13 @@ def test_refused_connections_give_up_after_max_attempts_and_free_the_window(
         for _ in range(3):
             run_cycle(parts, clock)
             order = _the_order(parts.state)
-            if order["next_attempt_at"] is not None:
-                delays.append((order["next_attempt_at"] - clock.now).total_seconds())
+            if order.next_attempt_at is not None:
+                delays.append((order.next_attempt_at - clock.now).total_seconds())
             clock.now += timedelta(hours=1)
         order = _the_order(parts.state)
-    assert order["state"] == OrderState.FAILED
-    assert order["attempts"] == 3
-    assert order["window_end"] <= clock.now
+    assert order.state == OrderState.FAILED
+    assert order.attempts == 3
+    assert order.window_end <= clock.now
     assert len(delays) == 2
     assert 2.5 <= delays[0] <= 5
     assert 5 <= delays[1] <= 10

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from propready.adapters.sandbox import SandboxServer
 from propready.adapters.store import audit, outbox, pacing
 from propready.adapters.store.engine import create_state_engine
-from propready.core.orders import OrderState
+from propready.core.orders import Order, OrderState
 from propready.service import CycleSummary, poll_step, recover, send_due
 from propready.service.status_sync import sync_statuses
 from tests.integration.cycle_support import Clock, PmDatabase, home, make_settings, wired
@@ -28,7 +28,7 @@ def _plan_three(parts: Any, pm: PmDatabase, clock: Clock) -> None:
     assert summary.orders_created == 3
 
 
-def _orders(engine: sa.Engine) -> list[dict[str, Any]]:
+def _orders(engine: sa.Engine) -> list[Order]:
     with engine.connect() as connection:
         return outbox.list_orders(connection)
 
@@ -56,12 +56,12 @@ def test_a_claim_skips_orders_another_sender_holds_instead_of_waiting(
             finally:
                 second_engine.dispose()
             assert other is not None
-            assert other["id"] != held["id"]
-            assert other["lease_owner"] == "host-b:2"
+            assert other.id != held.id
+            assert other.lease_owner == "host-b:2"
             transaction.commit()
         finally:
             first.close()
-        states = sorted(order["state"] for order in _orders(parts.state))
+        states = sorted(order.state for order in _orders(parts.state))
         assert states == ["planned", "sending", "sending"]
 
 
@@ -90,8 +90,8 @@ def test_a_stop_parks_the_order_waiting_for_its_slot_and_sends_nothing(
         assert (summary.parked, summary.sent) == (1, 0)
         assert sandbox.orders == []
         orders = _orders(parts.state)
-        assert [o["state"] for o in orders] == ["planned"] * 3
-        assert all(o["attempts"] == 0 for o in orders)
+        assert [o.state for o in orders] == ["planned"] * 3
+        assert all(o.attempts == 0 for o in orders)
         with parts.state.connect() as connection:
             parked = audit.query_events(connection, kinds=["order_parked"])
         assert len(parked) == 1
@@ -119,7 +119,7 @@ def test_a_lease_taken_over_during_the_wait_is_not_sent(
         send_due(parts, clock, summary, limit=1)
         assert summary.sent == 0
         assert sandbox.orders == []
-        owners = [o["lease_owner"] for o in _orders(parts.state) if o["state"] == "sending"]
+        owners = [o.lease_owner for o in _orders(parts.state) if o.state == "sending"]
         assert owners == ["other-host:9"]
 
 
@@ -134,21 +134,21 @@ def test_renew_and_park_only_touch_the_owners_lease(
         with parts.state.begin() as connection:
             claimed = outbox.claim_due(connection, "me:1", now, 60)
             assert claimed is not None
-            order_id = int(claimed["id"])
-            assert claimed["attempts"] == 1
+            order_id = int(claimed.id)
+            assert claimed.attempts == 1
             assert not outbox.renew_lease(connection, order_id, "you:2", now, 60)
             assert not outbox.park(connection, order_id, "you:2", now)
             later = now + timedelta(seconds=30)
             assert outbox.renew_lease(connection, order_id, "me:1", later, 60)
             renewed = outbox.get_order(connection, order_id)
             assert renewed is not None
-            assert renewed["lease_until"] == later + timedelta(seconds=60)
+            assert renewed.lease_until == later + timedelta(seconds=60)
             assert outbox.park(connection, order_id, "me:1", later)
             parked = outbox.get_order(connection, order_id)
         assert parked is not None
-        assert parked["state"] == OrderState.PLANNED.value
-        assert parked["attempts"] == 0
-        assert parked["lease_owner"] is None
+        assert parked.state == OrderState.PLANNED.value
+        assert parked.attempts == 0
+        assert parked.lease_owner is None
 
 
 def test_only_one_host_takes_over_an_abandoned_order(
@@ -165,7 +165,7 @@ def test_only_one_host_takes_over_an_abandoned_order(
         later = now + timedelta(seconds=61)
         with parts.state.begin() as connection:
             (stale,) = outbox.expired_leases(connection, later)
-            order_id = int(stale["id"])
+            order_id = int(stale.id)
             assert outbox.take_over(connection, order_id, "dead-host:1", "host-a:1", later, 60)
             assert not outbox.take_over(connection, order_id, "dead-host:1", "host-b:2", later, 60)
             assert outbox.expired_leases(connection, later) == []
@@ -178,7 +178,7 @@ def test_only_one_host_takes_over_an_abandoned_order(
             assert audit.query_events(connection, kinds=["order_outcome_after_lease_lost"]) == []
             order = outbox.get_order(connection, order_id)
         assert order is not None
-        assert (order["state"], order["lease_owner"]) == ("sending", "host-a:1")
+        assert (order.state, order.lease_owner) == ("sending", "host-a:1")
 
 
 def test_a_placed_order_is_status_checked_by_one_host_per_interval(

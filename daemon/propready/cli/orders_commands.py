@@ -76,7 +76,7 @@ def list_command(ctx: click.Context, state: str | None, fmt: str, limit: int) ->
     engine = create_state_engine(settings.state.url)
     try:
         with engine.begin() as connection:
-            rows = outbox.list_orders(connection, state=state, limit=limit)
+            rows = [o.as_dict() for o in outbox.list_orders(connection, state=state, limit=limit)]
     finally:
         engine.dispose()
     emit(rows, LIST_COLUMNS, fmt, title="orders")
@@ -102,13 +102,12 @@ def show_command(ctx: click.Context, external_order_id: str, fmt: str) -> None:
         engine.dispose()
     if row is None:
         raise click.ClickException(f"no order {external_order_id!r}")
-    payload = dict(row["payload"])
+    payload = dict(row.payload)
     access = dict(payload.get("property_access", {}))
     if access.get("access_code"):
         access["access_code"] = "***"
     payload["property_access"] = access
-    row["payload"] = payload
-    emit([row], (*LIST_COLUMNS, "payload"), fmt, title="order")
+    emit([{**row.as_dict(), "payload": payload}], (*LIST_COLUMNS, "payload"), fmt, title="order")
 
 
 def _operator() -> str:
@@ -148,7 +147,7 @@ def approve_command(ctx: click.Context, external_order_ids: tuple[str, ...], fmt
     with _state_and_client(settings) as (engine, _client):
         for external_order_id in external_order_ids:
             approved.append(approve(engine, external_order_id, utc_now(), _operator()))
-    emit(approved, ACTION_COLUMNS, fmt, title="approved")
+    emit([o.as_dict() for o in approved], ACTION_COLUMNS, fmt, title="approved")
 
 
 @orders_group.command("cancel")
@@ -179,7 +178,7 @@ def cancel_command(
     settings = settings_from(ctx)
     with _state_and_client(settings) as (engine, client):
         row = cancel(engine, client, external_order_id, reason, notes, utc_now(), _operator())
-    emit([row], ACTION_COLUMNS, fmt, title="canceled")
+    emit([row.as_dict()], ACTION_COLUMNS, fmt, title="canceled")
 
 
 @orders_group.command("resolve")
@@ -217,7 +216,7 @@ def resolve_command(
             vendor_order_id=vendor_order_id,
             not_placed=not_placed,
         )
-    emit([row], ACTION_COLUMNS, fmt, title="resolved")
+    emit([row.as_dict()], ACTION_COLUMNS, fmt, title="resolved")
 
 
 @orders_group.command("sync")

@@ -33,9 +33,19 @@ class AuditKind(StrEnum):
     ORDER_CANCELED = "order_canceled"
     ORDER_RESOLVED = "order_resolved"
     ORDER_STATUS_CHANGED = "order_status_changed"
+    ORDER_DELIVERED = "order_delivered"
+    ORDER_UNABLE_TO_COMPLETE = "order_unable_to_complete"
+    ORDER_CANCELED_BY_VENDOR = "order_canceled_by_vendor"
+    WRITEBACK_DONE = "writeback_done"
+    WRITEBACK_FAILED = "writeback_failed"
+    # sending as a whole (the vendor refused the API key, or an operator paused it)
+    SENDING_PAUSED = "sending_paused"
+    SENDING_RESUMED = "sending_resumed"
     # the source
     SOURCE_ROW_QUARANTINED = "source_row_quarantined"
     SOURCE_ROW_RELEASED = "source_row_released"
+    SOURCE_UNAVAILABLE = "source_unavailable"  # once per outage
+    SOURCE_RECOVERED = "source_recovered"
     # rules and configuration
     RULES_LOADED = "rules_loaded"
     RULES_RELOADED = "rules_reloaded"

@@ -11,8 +11,10 @@ awaiting_approval ──approve──┘
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 
 class OrderState(StrEnum):
@@ -24,6 +26,49 @@ class OrderState(StrEnum):
     FAILED = "failed"  # gave up after retrying what provably never reached the vendor
     UNKNOWN = "unknown"  # ambiguous outcome: may exist at the vendor; an operator decides
     CANCELED = "canceled"
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """One row of the order outbox, typed (built from a database row with `from_row`)."""
+
+    id: int
+    external_order_id: str
+    external_property_id: str
+    billing_entity_slug: str
+    state: OrderState
+    created_at: datetime
+    window_end: datetime
+    updated_at: datetime
+    event_id: int | None = None
+    rule_id: str | None = None
+    rules_version: str | None = None
+    vendor_status: str | None = None
+    vendor_order_id: str | None = None
+    vendor_request_id: str | None = None
+    # The create request body without the api_key (holds the access code: never shown).
+    payload: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    lease_owner: str | None = None
+    lease_until: datetime | None = None
+    last_error: str | None = None
+    ambiguous_at: datetime | None = None
+    status_checked_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Order:
+        """From a row of the `orders` table; columns this version does not know are ignored."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in row.items() if k in known}
+        values["id"] = int(values["id"])
+        values["state"] = OrderState(values["state"])
+        values["attempts"] = int(values.get("attempts") or 0)
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The columns as a mapping (for the CLI's tables); the payload is left out."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "payload"}
 
 
 # States that free the duplicate window: no live vendor order exists for them. Everything else
@@ -57,19 +102,19 @@ def check_cancel_request(reason: str, notes: str) -> None:
         raise CancelRefused(f"notes are {len(notes)} characters; the vendor accepts at most 255")
 
 
-def cancel_route(order: Mapping[str, object]) -> str:
+def cancel_route(order: Order) -> str:
     """How to cancel this order: `local` (never sent), `vendor` (ask PlanOmatic), or refuse."""
-    state = OrderState(str(order["state"]))
+    state = order.state
     if state in (OrderState.PLANNED, OrderState.AWAITING_APPROVAL):
         return "local"
     if state is OrderState.PLACED:
-        status = order.get("vendor_status")
-        if order.get("vendor_order_id") is None:
+        status = order.vendor_status
+        if order.vendor_order_id is None:
             raise CancelRefused(
                 "the vendor's order id is unknown (placed via its duplicate protection); "
                 "cancel it in PlanOmatic's portal, then run `propready orders resolve`"
             )
-        if status is not None and str(status) not in CANCELABLE_VENDOR_STATUSES:
+        if status is not None and status not in CANCELABLE_VENDOR_STATUSES:
             raise CancelRefused(
                 f"PlanOmatic status is {status!r}; the API cancels only in "
                 f"{', '.join(sorted(CANCELABLE_VENDOR_STATUSES))}: email PlanOmatic support"

@@ -6,7 +6,6 @@ rows commit together.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +15,7 @@ from propready.adapters.store import audit, outbox, properties
 from propready.core.audit_kinds import AuditKind
 from propready.core.expressions import EvaluationScope
 from propready.core.model import Decision, Edge, PropertySnapshot
-from propready.core.orders import OrderState
+from propready.core.orders import Order, OrderState
 from propready.core.planning import PlanProblem, plan_order
 from propready.core.rules import decide
 from propready.service.components import Components, CycleSummary
@@ -163,7 +162,7 @@ def _audit_blocked(
     connection: sa.Connection,
     now: datetime,
     rule_id: str,
-    blocker: Mapping[str, Any],
+    blocker: Order,
     window_hours: float,
     common: dict[str, Any],
     *,
@@ -174,11 +173,11 @@ def _audit_blocked(
         AuditKind.DUPLICATE_BLOCKED,
         now,
         rule_id=rule_id,
-        order_id=int(blocker["id"]),
-        external_order_id=str(blocker["external_order_id"]),
+        order_id=blocker.id,
+        external_order_id=str(blocker.external_order_id),
         detail={
-            "blocked_by": blocker["external_order_id"],
-            "blocking_order_created_at": blocker["created_at"].isoformat(),
+            "blocked_by": blocker.external_order_id,
+            "blocking_order_created_at": blocker.created_at.isoformat(),
             "window_hours": window_hours,
             **({"caught_by": "database_constraint"} if by_constraint else {}),
         },

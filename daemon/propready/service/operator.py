@@ -6,7 +6,7 @@ cancel at the vendor sits between the check and the record, like a send.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ from propready.core.audit_kinds import AuditKind
 from propready.core.orders import (
     CANCELABLE_VENDOR_STATUSES,
     CancelRefused,
+    Order,
     OrderState,
     cancel_route,
     check_cancel_request,
@@ -29,14 +30,12 @@ class OrderActionError(Exception):
     """The action cannot be done on this order; the message says why."""
 
 
-def approve(state: sa.Engine, external_order_id: str, now: datetime, by: str) -> dict[str, Any]:
+def approve(state: sa.Engine, external_order_id: str, now: datetime, by: str) -> Order:
     """awaiting_approval -> planned: the next send picks it up."""
     with state.begin() as connection:
         order = _find(connection, external_order_id)
-        if not outbox.approve(connection, int(order["id"]), now):
-            raise OrderActionError(
-                f"{external_order_id} is {order['state']}, not awaiting_approval"
-            )
+        if not outbox.approve(connection, order.id, now):
+            raise OrderActionError(f"{external_order_id} is {order.state}, not awaiting_approval")
         audit.record(
             connection,
             AuditKind.ORDER_APPROVED,
@@ -44,7 +43,7 @@ def approve(state: sa.Engine, external_order_id: str, now: datetime, by: str) ->
             **order_refs(order),
             detail={"state": OrderState.PLANNED.value, "approved_by": by},
         )
-        return {**order, "state": OrderState.PLANNED.value}
+        return replace(order, state=OrderState.PLANNED)
 
 
 def cancel(
@@ -55,7 +54,7 @@ def cancel(
     notes: str,
     now: datetime,
     by: str,
-) -> dict[str, Any]:
+) -> Order:
     """Cancel locally (never sent) or at PlanOmatic (placed, still in a cancelable status)."""
     try:
         check_cancel_request(reason, notes)
@@ -73,7 +72,7 @@ def cancel(
         if client is None:
             raise OrderActionError("dry_run mode has no PlanOmatic client; cannot cancel there")
         try:
-            answer = client.cancel_order(str(order["vendor_order_id"]), reason, notes)
+            answer = client.cancel_order(str(order.vendor_order_id), reason, notes)
         except VendorRejected as exc:
             messages = {e.message for e in exc.field_errors if e.attr == "order_id"}
             if "not_cancelable" in messages:
@@ -85,11 +84,11 @@ def cancel(
             raise OrderActionError(f"PlanOmatic refused the cancel: {exc}") from None
         vendor_status = answer.order_status or "canceled"
         detail["vendor_status"] = vendor_status
-    expected = OrderState(order["state"])
+    expected = OrderState(order.state)
     with state.begin() as connection:
         if not outbox.set_outcome(
             connection,
-            int(order["id"]),
+            order.id,
             OrderState.CANCELED,
             now,
             expected_state=expected,
@@ -103,7 +102,7 @@ def cancel(
             **order_refs(order),
             detail={"state": OrderState.CANCELED.value, "where": route, **detail},
         )
-    return {**order, "state": OrderState.CANCELED.value, "vendor_status": vendor_status}
+    return replace(order, state=OrderState.CANCELED, vendor_status=vendor_status)
 
 
 def resolve(
@@ -115,7 +114,7 @@ def resolve(
     *,
     vendor_order_id: str | None = None,
     not_placed: bool = False,
-) -> dict[str, Any]:
+) -> Order:
     """Settle an `unknown` order from what the operator found in PlanOmatic's portal.
 
     With the vendor's order id the order is retrieved to confirm it is ours, then `placed`.
@@ -125,8 +124,8 @@ def resolve(
         raise OrderActionError("give either --vendor-order-id or --not-placed")
     with state.begin() as connection:
         order = _find(connection, external_order_id)
-    if order["state"] not in (OrderState.UNKNOWN.value, OrderState.PLACED.value):
-        raise OrderActionError(f"{external_order_id} is {order['state']}; nothing to resolve")
+    if order.state not in (OrderState.UNKNOWN.value, OrderState.PLACED.value):
+        raise OrderActionError(f"{external_order_id} is {order.state}; nothing to resolve")
     values: dict[str, Any] = {}
     if vendor_order_id is not None:
         if client is None:
@@ -148,10 +147,10 @@ def resolve(
     with state.begin() as connection:
         if not outbox.set_outcome(
             connection,
-            int(order["id"]),
+            order.id,
             target,
             now,
-            expected_state=OrderState(order["state"]),
+            expected_state=OrderState(order.state),
             **values,
         ):
             raise OrderActionError(f"{external_order_id} changed state meanwhile; look again")
@@ -162,10 +161,10 @@ def resolve(
             **order_refs(order),
             detail={"state": target.value, "resolved_by": by, **values},
         )
-    return {**order, "state": target.value, **values}
+    return replace(order, state=target, **values)
 
 
-def _find(connection: sa.Connection, external_order_id: str) -> Mapping[str, Any]:
+def _find(connection: sa.Connection, external_order_id: str) -> Order:
     order = outbox.find_by_external_order_id(connection, external_order_id)
     if order is None:
         raise OrderActionError(f"no order {external_order_id!r}")

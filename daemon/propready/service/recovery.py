@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 
 from propready.adapters.store import outbox
@@ -25,12 +26,10 @@ def recover(components: Components, now: datetime, summary: CycleSummary) -> Non
         stale = outbox.expired_leases(connection, now, dead)
     lease = components.settings.daemon.lease_seconds
     for order in stale:
-        previous = str(order["lease_owner"])
+        previous = str(order.lease_owner)
         # Take the lease over first: when several hosts recover at once, exactly one settles it.
         with components.state.begin() as connection:
-            if not outbox.take_over(
-                connection, int(order["id"]), previous, components.owner, now, lease
-            ):
+            if not outbox.take_over(connection, order.id, previous, components.owner, now, lease):
                 continue
         summary.recovered += 1
         reason = (
@@ -38,7 +37,7 @@ def recover(components: Components, now: datetime, summary: CycleSummary) -> Non
             if previous in dead
             else f"sender {previous} did not finish before its lease expired"
         )
-        taken = {**order, "lease_owner": components.owner}
+        taken = replace(order, lease_owner=components.owner)
         handle_ambiguous(components, taken, reason, now, summary, resend_at_once=True)
 
 

@@ -9,7 +9,7 @@ placed"; otherwise the order becomes `unknown` for an operator (reliability.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +25,7 @@ from propready.adapters.planomatic import (
 )
 from propready.adapters.store import audit, outbox
 from propready.core.audit_kinds import AuditKind
-from propready.core.orders import OrderState, resend_is_covered
+from propready.core.orders import Order, OrderState, resend_is_covered
 from propready.service.components import Components, CycleSummary, crash_point
 
 log = structlog.get_logger("propready.send")
@@ -75,14 +75,14 @@ def _lease(components: Components) -> float:
 def _start_sending(
     components: Components,
     connection: sa.Connection,
-    order: Mapping[str, Any],
+    order: Order,
     now: datetime,
     summary: CycleSummary,
 ) -> bool:
     """Phase 2, in the claim's transaction: audit the attempt, or settle an uncovered re-send."""
-    if order["ambiguous_at"] is not None and not _covered(components, order, now):
+    if order.ambiguous_at is not None and not _covered(components, order, now):
         # Re-sending was safe when it was scheduled; the daemon was down too long since.
-        outbox.set_outcome(connection, int(order["id"]), OrderState.UNKNOWN, now)
+        outbox.set_outcome(connection, order.id, OrderState.UNKNOWN, now)
         summary.unknown += 1
         audit.record(
             connection,
@@ -101,7 +101,7 @@ def _start_sending(
         AuditKind.ORDER_SENDING,
         now,
         **order_refs(order),
-        detail={"attempt": order["attempts"], "resend": order["ambiguous_at"] is not None},
+        detail={"attempt": order.attempts, "resend": order.ambiguous_at is not None},
     )
     return True
 
@@ -109,7 +109,7 @@ def _start_sending(
 def _send_leased(
     components: Components,
     client: PlanomaticClient,
-    order: dict[str, Any],
+    order: Order,
     now: Callable[[], datetime],
     summary: CycleSummary,
 ) -> None:
@@ -121,10 +121,10 @@ def _send_leased(
     summary.sent += 1
     # Phase 3: the one foreign call.
     try:
-        placed = client.create_order(order["payload"])
+        placed = client.create_order(order.payload)
     except VendorRejected as exc:
         crash_point("after_post")
-        if exc.is_duplicate and order["ambiguous_at"] is not None:
+        if exc.is_duplicate and order.ambiguous_at is not None:
             # Our earlier, ambiguous attempt was saved: the vendor refuses its twin.
             summary.placed += 1
             finish(
@@ -180,7 +180,7 @@ def _send_leased(
 
 def handle_ambiguous(
     components: Components,
-    order: Mapping[str, Any],
+    order: Order,
     reason: str,
     now: datetime,
     summary: CycleSummary,
@@ -192,7 +192,7 @@ def handle_ambiguous(
     `resend_at_once` is for recovery after a crash: the vendor gave no sign of trouble, so
     there is nothing to back off from.
     """
-    attempts = int(order["attempts"])
+    attempts = int(order.attempts)
     if _covered(components, order, now) and attempts < components.settings.orders.max_attempts:
         summary.resend_covered += 1
         delay = 0.0 if resend_at_once else retry_delay(components, attempts)
@@ -229,15 +229,15 @@ def handle_ambiguous(
 
 def retry_or_fail(
     components: Components,
-    order: Mapping[str, Any],
+    order: Order,
     exc: Exception,
     now: datetime,
     summary: CycleSummary,
 ) -> None:
     """The request provably never reached the vendor: try again later, up to max_attempts."""
-    attempts = int(order["attempts"])
+    attempts = int(order.attempts)
     if attempts >= components.settings.orders.max_attempts:
-        if order["ambiguous_at"] is not None:
+        if order.ambiguous_at is not None:
             # An earlier attempt may still have been saved: that is unknown, not failed.
             handle_ambiguous(components, order, f"gave up after {attempts} attempts", now, summary)
             return
@@ -274,7 +274,7 @@ def retry_delay(components: Components, attempts: int) -> float:
 
 def finish(
     components: Components,
-    order: Mapping[str, Any],
+    order: Order,
     state: OrderState,
     now: datetime,
     kind: AuditKind,
@@ -285,11 +285,11 @@ def finish(
     with components.state.begin() as connection:
         recorded = outbox.set_outcome(
             connection,
-            int(order["id"]),
+            order.id,
             state,
             now,
             expected_state=OrderState.SENDING,
-            expected_owner=order["lease_owner"],
+            expected_owner=order.lease_owner,
             **outcome,
         )
         if not recorded:
@@ -300,15 +300,13 @@ def finish(
         )
     log.info(
         kind,
-        external_order_id=order["external_order_id"],
-        property=order["external_property_id"],
+        external_order_id=order.external_order_id,
+        property=order.external_property_id,
         state=state.value,
     )
 
 
-def _still_ours(
-    components: Components, order: dict[str, Any], now: datetime, summary: CycleSummary
-) -> bool:
+def _still_ours(components: Components, order: Order, now: datetime, summary: CycleSummary) -> bool:
     """After the rate-limit wait: park the order if the daemon is stopping, else renew the lease.
 
     Nothing has left the process yet, so parking (back to `planned`, the attempt not counted) is
@@ -318,7 +316,7 @@ def _still_ours(
     lease = _lease(components)
     with components.state.begin() as connection:
         if components.stop_requested.is_set():
-            parked = outbox.park(connection, int(order["id"]), order["lease_owner"], now)
+            parked = outbox.park(connection, order.id, components.owner, now)
             if parked:
                 summary.parked += 1
                 audit.record(
@@ -333,23 +331,23 @@ def _still_ours(
                     },
                 )
             return False
-        renewed = outbox.renew_lease(connection, int(order["id"]), order["lease_owner"], now, lease)
+        renewed = outbox.renew_lease(connection, order.id, components.owner, now, lease)
     if not renewed:
-        log.warning("lease_lost_before_send", external_order_id=order["external_order_id"])
+        log.warning("lease_lost_before_send", external_order_id=order.external_order_id)
     return renewed
 
 
-def order_refs(order: Mapping[str, Any]) -> dict[str, Any]:
+def order_refs(order: Order) -> dict[str, Any]:
     return {
-        "external_property_id": order["external_property_id"],
-        "rule_id": order["rule_id"],
-        "rules_version": order["rules_version"],
-        "event_id": order["event_id"],
-        "order_id": int(order["id"]),
-        "external_order_id": order["external_order_id"],
+        "external_property_id": order.external_property_id,
+        "rule_id": order.rule_id,
+        "rules_version": order.rules_version,
+        "event_id": order.event_id,
+        "order_id": order.id,
+        "external_order_id": order.external_order_id,
     }
 
 
-def _covered(components: Components, order: Mapping[str, Any], now: datetime) -> bool:
+def _covered(components: Components, order: Order, now: datetime) -> bool:
     hours = components.settings.planomatic.vendor_duplicate_protection_hours
-    return resend_is_covered(order["created_at"], now, hours, COVERAGE_MARGIN)
+    return resend_is_covered(order.created_at, now, hours, COVERAGE_MARGIN)

@@ -69,20 +69,18 @@ def _sync_one(
 ) -> StatusChange | None:
     with components.state.begin() as connection:
         order = outbox.get_order(connection, order_id)
-    if order is None or order["vendor_order_id"] is None:
+    if order is None or order.vendor_order_id is None:
         return None
     components.pacer.wait(components.state)
     try:
-        vendor = client.retrieve_order(str(order["vendor_order_id"]))
+        vendor = client.retrieve_order(str(order.vendor_order_id))
     except VendorError as exc:
         # Nothing changes locally; the next sync tries again. Not audited: no business event.
-        log.warning(
-            "status_sync_failed", external_order_id=order["external_order_id"], error=str(exc)
-        )
+        log.warning("status_sync_failed", external_order_id=order.external_order_id, error=str(exc))
         return None
     summary.status_checked += 1
-    old, new = order["vendor_status"], vendor.order_status
-    state = OrderState(order["state"])
+    old, new = order.vendor_status, vendor.order_status
+    state = OrderState(order.state)
     with components.state.begin() as connection:
         outbox.record_vendor_status(connection, order_id, new, now)
         if new == old:
@@ -102,9 +100,9 @@ def _sync_one(
             detail={"from": old, "to": new, "state": state.value},
         )
     return StatusChange(
-        str(order["external_order_id"]),
-        str(order["external_property_id"]),
-        str(order["vendor_order_id"]),
+        str(order.external_order_id),
+        str(order.external_property_id),
+        str(order.vendor_order_id),
         old,
         new,
         state.value,

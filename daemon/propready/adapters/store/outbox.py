@@ -6,7 +6,7 @@ decides where transactions begin and end (the atomic phases of reliability.md).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,7 +14,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from propready.adapters.store.schema import UtcDateTime, orders
-from propready.core.orders import FREES_WINDOW, HOLDS_WINDOW, VENDOR_FINAL_STATUSES, OrderState
+from propready.core.orders import (
+    FREES_WINDOW,
+    HOLDS_WINDOW,
+    VENDOR_FINAL_STATUSES,
+    Order,
+    OrderState,
+)
 from propready.core.planning import OrderPlan, window_end
 
 _HOLDING = [s.value for s in HOLDS_WINDOW]
@@ -29,17 +35,15 @@ class OrderInserted:
 class WindowTaken:
     """The plan was not inserted: `blocker` is the order holding the property's window."""
 
-    blocker: Mapping[str, Any]
+    blocker: Order
     by_constraint: bool  # True when the database constraint, not the check, refused it
 
 
-def blocking_order(
-    connection: sa.Connection, property_id: str, now: datetime
-) -> Mapping[str, Any] | None:
+def blocking_order(connection: sa.Connection, property_id: str, now: datetime) -> Order | None:
     """An earlier order for this property whose duplicate window is still open, if any."""
     row = (
         connection.execute(
-            sa.select(orders.c.id, orders.c.external_order_id, orders.c.created_at, orders.c.state)
+            sa.select(orders)
             .where(
                 orders.c.external_property_id == property_id,
                 orders.c.window_end > now,
@@ -52,7 +56,7 @@ def blocking_order(
         .mappings()
         .first()
     )
-    return dict(row) if row is not None else None
+    return Order.from_row(row) if row is not None else None
 
 
 def insert_order_in_window(
@@ -150,7 +154,7 @@ def insert_order(
 
 def claim_due(
     connection: sa.Connection, owner: str, now: datetime, lease_seconds: float
-) -> dict[str, Any] | None:
+) -> Order | None:
     """Lease the oldest due planned order to `owner`; None when nothing is due.
 
     `FOR UPDATE SKIP LOCKED` lets senders on several hosts claim side by side on PostgreSQL: a
@@ -238,9 +242,9 @@ def park(connection: sa.Connection, order_id: int, owner: str, now: datetime) ->
     )
 
 
-def get_order(connection: sa.Connection, order_id: int) -> dict[str, Any] | None:
+def get_order(connection: sa.Connection, order_id: int) -> Order | None:
     row = connection.execute(sa.select(orders).where(orders.c.id == order_id)).mappings().first()
-    return dict(row) if row is not None else None
+    return Order.from_row(row) if row is not None else None
 
 
 def set_outcome(
@@ -292,7 +296,7 @@ def set_outcome(
 
 def expired_leases(
     connection: sa.Connection, now: datetime, dead_owners: Sequence[str] = ()
-) -> list[dict[str, Any]]:
+) -> list[Order]:
     """Orders left in `sending` by a sender that died: their POST may or may not have happened.
 
     A lease counts as abandoned when it has expired or when its owner is known to be dead.
@@ -305,7 +309,7 @@ def expired_leases(
         .where(orders.c.state == OrderState.SENDING.value, abandoned)
         .order_by(orders.c.id)
     ).mappings()
-    return [dict(r) for r in rows]
+    return [Order.from_row(r) for r in rows]
 
 
 def sending_lease_owners(connection: sa.Connection) -> list[str]:
@@ -387,22 +391,20 @@ def record_vendor_status(
 
 def list_orders(
     connection: sa.Connection, *, state: str | None = None, limit: int = 500
-) -> list[dict[str, Any]]:
+) -> list[Order]:
     statement = sa.select(orders).order_by(orders.c.id).limit(limit)
     if state is not None:
         statement = statement.where(orders.c.state == state)
-    return [dict(r) for r in connection.execute(statement).mappings()]
+    return [Order.from_row(r) for r in connection.execute(statement).mappings()]
 
 
-def find_by_external_order_id(
-    connection: sa.Connection, external_order_id: str
-) -> dict[str, Any] | None:
+def find_by_external_order_id(connection: sa.Connection, external_order_id: str) -> Order | None:
     row = (
         connection.execute(sa.select(orders).where(orders.c.external_order_id == external_order_id))
         .mappings()
         .first()
     )
-    return dict(row) if row is not None else None
+    return Order.from_row(row) if row is not None else None
 
 
 def count_by_state(connection: sa.Connection) -> dict[str, int]:
