@@ -52,6 +52,9 @@ class SourceSettings(_Section):
     poll_interval_seconds: int = Field(default=300, ge=1)
     full_scan_interval_seconds: int = Field(default=21600, ge=1)
     cursor_overlap_seconds: int = Field(default=300, ge=0)
+    # A cursor value later than now plus this is a data error (a 9999-12-31 placeholder): the
+    # row is processed, but the checkpoint does not move to it.
+    cursor_future_tolerance_seconds: int = Field(default=3600, ge=0)
     timezone: str = "UTC"
     batch_size: int = Field(default=5000, ge=1, le=1_000_000)
     # Column kinds where the name does not say it: {"dtmoveout" = "date", "ibeds" = "integer"}.

@@ -26,7 +26,6 @@ from zoneinfo import ZoneInfo
 from propready.adapters.catalog_file import load_catalog
 from propready.adapters.rulefiles import parse_rule_files
 from propready.core.expressions import EvaluationScope
-from propready.core.model import PropertySnapshot
 from propready.core.rules import decide
 from propready.wiring import utc_now
 
@@ -176,8 +175,7 @@ def main() -> None:
     sample = properties[: max(1, len(properties) // 10)]
     started = time.perf_counter()
     for facts in sample:
-        snapshot = PropertySnapshot(facts["external_property_id"], facts)
-        decide(ruleset, snapshot, "ready", EvaluationScope(facts, now, ZONE))
+        decide(ruleset, "ready", EvaluationScope(facts, now, ZONE))
     decide_seconds = time.perf_counter() - started
 
     cel_rate = evaluations / cel_seconds

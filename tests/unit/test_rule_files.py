@@ -45,7 +45,7 @@ def _decide(
     rules: RuleSet, trigger: str, **facts: object
 ) -> tuple[str | None, list[tuple[str, int]]]:
     snapshot = PropertySnapshot("P1", {"external_property_id": "P1", **facts})
-    decision = decide(rules, snapshot, trigger, EvaluationScope(snapshot.facts, NOW, DENVER))
+    decision = decide(rules, trigger, EvaluationScope(snapshot.facts, NOW, DENVER))
     return decision.rule_id, [(s.slug, s.quantity) for s in decision.services]
 
 
@@ -80,7 +80,7 @@ def test_a_condition_that_errors_is_false_and_traced() -> None:
     """A missing field makes the condition false, and the trace records why."""
     rules = _load(GOOD)
     snapshot = PropertySnapshot("P1", {"status": "Vacant Unrented Ready"})
-    decision = decide(rules, snapshot, "ready", EvaluationScope(snapshot.facts, NOW, DENVER))
+    decision = decide(rules, "ready", EvaluationScope(snapshot.facts, NOW, DENVER))
     assert decision.rule_id is None
     when = next(t for t in decision.trace if t.kind == "when")
     assert when.error is not None

@@ -49,7 +49,7 @@ def _fields(source: str) -> tuple[str, ...]:
 
 def _decide(rules: RuleSet, **facts: object) -> Decision:
     snapshot = PropertySnapshot("P1", {"status": "Vacant Unrented Ready", **facts})
-    return decide(rules, snapshot, "ready", EvaluationScope(snapshot.facts, NOW, DENVER))
+    return decide(rules, "ready", EvaluationScope(snapshot.facts, NOW, DENVER))
 
 
 @pytest.mark.parametrize(

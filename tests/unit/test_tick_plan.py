@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from propready.core.checkpoint import Checkpoint
 from propready.service.checkpoints import plan_tick
 from propready.settings import SourceSettings
 
@@ -17,8 +19,8 @@ SOURCE = SourceSettings(
 )
 
 
-def _checkpoint(**values: object) -> dict[str, object]:
-    return {"cursor_value": {"timestamp": NOW.isoformat()}, **values}
+def _checkpoint(**values: Any) -> Checkpoint:
+    return Checkpoint("source", cursor=NOW, **values)
 
 
 def test_a_poll_another_host_started_within_the_interval_covers_the_tick() -> None:
@@ -34,7 +36,7 @@ def test_a_poll_runs_once_most_of_the_interval_has_passed() -> None:
 
 
 def test_the_first_poll_is_a_full_pass() -> None:
-    plan = plan_tick(SOURCE, {"cursor_value": None}, NOW, "poll")
+    plan = plan_tick(SOURCE, Checkpoint("source"), NOW, "poll")
     assert plan.skip_reason is None
     assert plan.full_pass is True
 
@@ -50,5 +52,5 @@ def test_full_pass_ticks_follow_the_last_full_pass_on_any_host() -> None:
 
 def test_without_a_cursor_column_every_poll_is_full() -> None:
     source = SourceSettings(url="sqlite:///pm.db", query="SELECT 1")
-    plan = plan_tick(source, {"cursor_value": None}, NOW, "poll")
+    plan = plan_tick(source, Checkpoint("source"), NOW, "poll")
     assert plan.full_pass is True

@@ -7,7 +7,7 @@ from rich.progress import Progress
 
 from propready.cli.context import settings_from
 from propready.cli.output import FORMATS, emit
-from propready.service.backfill import backfill, backfill_candidates
+from propready.service.backfill import BackfillBusy, backfill, backfill_candidates
 from propready.wiring import components, utc_now
 
 
@@ -43,13 +43,16 @@ def backfill_command(ctx: click.Context, trigger: str | None, dry_run: bool, fmt
             total = len(backfill_candidates(parts, trigger))
             with Progress(transient=True) as bar:
                 task = bar.add_task("backfill", total=total)
-                rows = backfill(
-                    parts,
-                    utc_now,
-                    dry_run=False,
-                    trigger=trigger,
-                    progress=lambda n: bar.advance(task, n),
-                )
+                try:
+                    rows = backfill(
+                        parts,
+                        utc_now,
+                        dry_run=False,
+                        trigger=trigger,
+                        progress=lambda n: bar.advance(task, n),
+                    )
+                except BackfillBusy as exc:
+                    raise click.ClickException(str(exc)) from None
     listing = [
         {"external_property_id": r.external_property_id, "trigger": r.trigger_name} for r in rows
     ]

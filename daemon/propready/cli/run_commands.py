@@ -117,12 +117,10 @@ def _check_polls(settings: Settings) -> list[tuple[str, bool, str]]:
         return []  # the state line already says what is wrong with the database
     finally:
         engine.dispose()
-    failures = int(checkpoint.get("consecutive_failures") or 0)
+    failures = checkpoint.consecutive_failures
     if failures:
-        return [
-            ("polls", False, f"{failures} failed in a row; last: {checkpoint.get('last_error')}")
-        ]
-    last = checkpoint.get("last_success_at")
+        return [("polls", False, f"{failures} failed in a row; last: {checkpoint.last_error}")]
+    last = checkpoint.last_success_at
     return [("polls", True, f"last successful poll {last.isoformat() if last else 'never'}")]
 
 

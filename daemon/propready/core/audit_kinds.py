@@ -44,6 +44,7 @@ class AuditKind(StrEnum):
     # the source
     SOURCE_ROW_QUARANTINED = "source_row_quarantined"
     SOURCE_ROW_RELEASED = "source_row_released"
+    SOURCE_CURSOR_SUSPICIOUS = "source_cursor_suspicious"
     SOURCE_UNAVAILABLE = "source_unavailable"  # once per outage
     SOURCE_RECOVERED = "source_recovered"
     # rules and configuration

@@ -13,7 +13,7 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from propready.core.expressions import EvaluationScope
-from propready.core.model import Decision, PropertySnapshot, ServiceLine
+from propready.core.model import Decision, ServiceLine
 from propready.core.rules import RuleSet, RuleTest, decide
 
 
@@ -37,7 +37,6 @@ def run_rule_test(
     ruleset: RuleSet, test: RuleTest, zone: tzinfo, default_now: datetime
 ) -> TestOutcome:
     facts = dict(test.facts)
-    property_id = str(facts.get("external_property_id", "TEST"))
     scope = EvaluationScope(facts, test.now or default_now, zone)
     holds, error = scope.is_true(ruleset.triggers[test.trigger])
     if not holds:
@@ -45,7 +44,7 @@ def run_rule_test(
             f" ({error})" if error else ""
         )
         return TestOutcome(test, _differences(test, None, ()), None, note)
-    decision = decide(ruleset, PropertySnapshot(property_id, facts), test.trigger, scope)
+    decision = decide(ruleset, test.trigger, scope)
     ordered = decision.rule_id if decision.orders_something else None
     services = decision.services if decision.orders_something else ()
     return TestOutcome(test, _differences(test, ordered, services), decision)

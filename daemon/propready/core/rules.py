@@ -19,9 +19,9 @@ from propready.core.model import (
     SECRET_FACTS,
     ConditionTrace,
     Decision,
-    PropertySnapshot,
     ServiceLine,
 )
+from propready.core.triggers import TriggerAnalysis, analyse_triggers
 
 HitPolicy = Literal["first", "collect"]
 
@@ -74,6 +74,19 @@ class RuleSet:
     version: str  # content hash of the rule files
     hit_policy: HitPolicy = "first"
     tests: tuple[RuleTest, ...] = ()
+    # What the poller must know about the triggers to skip work safely; part of the loaded set,
+    # computed once when the set is built.
+    analysis: TriggerAnalysis = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rule_expressions = [
+            expression.source
+            for rule in self.rules
+            for expression in (rule.when, *(s.quantity for s in rule.services))
+            if isinstance(expression, Expression)
+        ]
+        triggers = {name: e.source for name, e in self.triggers.items()}
+        object.__setattr__(self, "analysis", analyse_triggers(triggers, rule_expressions))
 
     def rules_for(self, trigger_name: str) -> list[Rule]:
         answering = [r for r in self.rules if r.enabled and trigger_name in r.triggered_by]
@@ -96,12 +109,7 @@ def trigger_values(
     return values, errors
 
 
-def decide(
-    ruleset: RuleSet,
-    snapshot: PropertySnapshot,
-    trigger_name: str,
-    scope: EvaluationScope,
-) -> Decision:
+def decide(ruleset: RuleSet, trigger_name: str, scope: EvaluationScope) -> Decision:
     """Apply the rule set to one readiness event, tracing every condition and why a rule won.
 
     The trace starts with the trigger's own condition, then lists each rule answering the trigger

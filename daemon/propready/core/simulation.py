@@ -43,7 +43,7 @@ def simulate(ruleset: RuleSet, snapshot: PropertySnapshot, now: datetime, zone: 
     for name, holds in values.items():
         if not holds:
             continue
-        decision = decide(ruleset, snapshot, name, scope)
+        decision = decide(ruleset, name, scope)
         outcome = Outcome(snapshot.external_property_id, name, decision, decision.reason)
         if decision.orders_something:
             return outcome

@@ -7,9 +7,10 @@ recorded as true and waits to fall and rise again). A condition that falls re-ar
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from propready.core.expressions import fields_read, reads_variable
 from propready.core.model import Edge
@@ -23,6 +24,45 @@ class TriggerMemory:
 
     is_true: bool
     edge_count: int
+
+
+def encode_memory(memory: Mapping[str, TriggerMemory]) -> dict[str, list[Any]]:
+    """Trigger memory as the state database keeps it: {trigger: [is_true, edge_count]}."""
+    return {name: [m.is_true, m.edge_count] for name, m in memory.items()}
+
+
+def decode_memory(data: Mapping[str, Any] | None) -> dict[str, TriggerMemory]:
+    return {name: TriggerMemory(bool(v[0]), int(v[1])) for name, v in (data or {}).items()}
+
+
+class StoredProperty:
+    """What the state database remembers of a property: the fingerprint of its last source row,
+    its trigger memory, and (only when a rule reads `previous`) the facts it had then.
+
+    The trigger memory is decoded only when someone needs it: most polled rows are unchanged,
+    and for them the poll only compares the fingerprint and checks that every trigger has a
+    memory; decoding JSON for a million rows is wasted work.
+    """
+
+    __slots__ = ("_decoded", "facts", "row_hash", "triggers_json")
+
+    def __init__(
+        self, row_hash: str, triggers_json: str | None, facts: Mapping[str, Any] | None = None
+    ) -> None:
+        self.row_hash = row_hash
+        self.triggers_json = triggers_json or "{}"
+        self.facts = facts
+        self._decoded: dict[str, TriggerMemory] | None = None
+
+    @property
+    def triggers(self) -> dict[str, TriggerMemory]:
+        if self._decoded is None:
+            self._decoded = decode_memory(json.loads(self.triggers_json))
+        return self._decoded
+
+    def remembers_all(self, names: frozenset[str]) -> bool:
+        """Whether every trigger in `names` has a memory (a JSON key), without decoding."""
+        return all(f'"{name}"' in self.triggers_json for name in names)
 
 
 @dataclass(frozen=True, slots=True)

@@ -211,8 +211,8 @@ def _successful_poll_started_after(state: sa.Engine, moment: datetime) -> dateti
     """When the daemon's last poll started, if it started after `moment` and succeeded."""
     with state.connect() as connection:
         checkpoint = properties.load_checkpoint(connection, CHECKPOINT)
-    started: datetime | None = checkpoint.get("last_poll_at")
-    succeeded: datetime | None = checkpoint.get("last_success_at")
+    started: datetime | None = checkpoint.last_poll_at
+    succeeded: datetime | None = checkpoint.last_success_at
     # A failed poll moves last_poll_at alone; a successful one writes both, success last. A poll
     # that started after `moment` began reading the PM database after the change was committed.
     if started is None or succeeded is None or succeeded < started or started <= moment:

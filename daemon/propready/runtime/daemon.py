@@ -324,8 +324,8 @@ class Daemon:
         except sa.exc.SQLAlchemyError as exc:
             log.warning("checkpoint_unreadable", error=type(exc).__name__)
             return
-        last = checkpoint.get("last_success_at")
-        if last is not None and not checkpoint.get("consecutive_failures"):
+        last = checkpoint.last_success_at
+        if last is not None and not checkpoint.consecutive_failures:
             self.health.poll_succeeded(last)
             self.metrics.set_last_successful_poll(last)
         if not summary.poll_skipped:

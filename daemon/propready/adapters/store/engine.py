@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,23 @@ def _sqlite_engine(url: sa.URL, **kwargs: Any) -> sa.Engine:
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         # IMMEDIATE takes the write lock up front: check-then-insert is atomic across processes.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A transaction that only reads (see `reading`) does not need it and must not block
+        # writers while the caller thinks.
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+_READ_ONLY = "propready_read_only"
+
+
+@contextmanager
+def reading(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction that only reads: on SQLite a deferred BEGIN, so it takes no write lock."""
+    with engine.connect() as connection:
+        connection.execution_options(**{_READ_ONLY: True})
+        with connection.begin():
+            yield connection

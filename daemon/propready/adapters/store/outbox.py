@@ -59,6 +59,25 @@ def blocking_order(connection: sa.Connection, property_id: str, now: datetime) -
     return Order.from_row(row) if row is not None else None
 
 
+def blocking_orders(
+    connection: sa.Connection, property_ids: Sequence[str], now: datetime
+) -> dict[str, Order]:
+    """For each of these properties, the latest order whose duplicate window is still open."""
+    if not property_ids:
+        return {}
+    rows = connection.execute(
+        sa.select(orders)
+        .where(
+            orders.c.external_property_id.in_(sorted(set(property_ids))),
+            orders.c.window_end > now,
+            orders.c.created_at < orders.c.window_end,
+            orders.c.state.in_(_HOLDING),
+        )
+        .order_by(orders.c.created_at)
+    ).mappings()
+    return {str(row["external_property_id"]): Order.from_row(row) for row in rows}
+
+
 def insert_order_in_window(
     connection: sa.Connection,
     plan: OrderPlan,

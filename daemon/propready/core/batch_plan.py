@@ -1,0 +1,390 @@
+"""One batch of source rows, decided (pure): what to skip, evaluate, store, quarantine and order.
+
+`plan_batch` gets the rows a poll read, what the state database remembers of those homes and the
+rows already held in quarantine, and returns a `BatchPlan`: the property records to insert or
+update, trigger memory to save, rows to quarantine or release, and the rising edges with the
+rules' decision and, when the decision orders something, the order request. The service layer
+only loads what the plan needs and writes what it says, in one transaction per batch.
+
+Per row, in order:
+- no usable id, or an id already read in this poll -> quarantine;
+- unchanged fingerprint -> skip, unless a trigger's value can move without the row (time-based
+  triggers on a full pass, change-based ones that must fall back, triggers added since): those
+  are re-evaluated, and an edge decides like any other;
+- new or changed -> typed (a value that fails a check quarantines the row), every trigger
+  evaluated, memory stored, rising edges decided; a row that was held and now passes is released.
+An unexpected error while typing, evaluating or planning one row quarantines that row, with the
+error as the reason: one hostile row never stops the batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from typing import Any
+
+from propready.core.catalog import Catalog
+from propready.core.checkpoint import CursorTracker
+from propready.core.expressions import EvaluationScope
+from propready.core.facts import RowProblem, RowTyper, facts_for_storage
+from propready.core.model import Decision, Edge, PropertySnapshot
+from propready.core.planning import OrderPlan, PlanProblem, plan_order
+from propready.core.rules import RuleSet, decide
+from propready.core.trigger_values import TriggerEvaluator
+from propready.core.triggers import (
+    FirstSight,
+    StoredProperty,
+    TriggerMemory,
+    TriggerUpdate,
+    detect_edges,
+    triggers_to_reevaluate,
+)
+
+
+def fingerprint(values: Sequence[Any]) -> str:
+    """A digest of a raw row, stable across processes (PostgreSQL sources compute their own)."""
+    return hashlib.blake2b(repr(tuple(values)).encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRow:
+    """One row as the source returned it, with the fingerprint of its raw values."""
+
+    values: Sequence[Any]
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class PollScope:
+    """What stays fixed for a whole poll."""
+
+    rules: RuleSet
+    typer: RowTyper
+    catalog: Catalog
+    zone: tzinfo
+    first_sight: FirstSight
+    default_window_hours: float
+    full_pass: bool
+    cursor_index: int | None = None
+
+
+@dataclass
+class PollMemory:
+    """What a poll carries from batch to batch: ids already read, the cursor's progress, the
+    rows held in quarantine (row key -> row hash, kept up to date as the poll holds and releases
+    rows), and the trigger values computed so far."""
+
+    cursor: CursorTracker
+    held: dict[str, str] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+    evaluator: TriggerEvaluator | None = None
+
+    def evaluator_at(self, rules: RuleSet, now: datetime, zone: tzinfo) -> TriggerEvaluator:
+        if self.evaluator is None or self.evaluator.rules is not rules:
+            self.evaluator = TriggerEvaluator(rules, now, zone)
+        self.evaluator = self.evaluator.at(now)
+        return self.evaluator
+
+
+@dataclass(frozen=True, slots=True)
+class PropertyWrite:
+    """A property's new state: its row fingerprint, remembered facts and trigger memory."""
+
+    external_property_id: str
+    row_hash: str
+    facts: Mapping[str, Any]
+    triggers: Mapping[str, TriggerMemory]
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerWrite:
+    """New trigger memory for a property whose row did not change."""
+
+    external_property_id: str
+    triggers: Mapping[str, TriggerMemory]
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantine:
+    """A row to hold: `known` when it is already held (with another version of the row)."""
+
+    row_key: str
+    row_hash: str
+    problem: RowProblem
+    known: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeDecision:
+    """A rising edge with everything decided about it: the event's facts (secrets left out), the
+    rules' decision, and the order request or the reasons there can be none."""
+
+    snapshot: PropertySnapshot
+    edge: Edge
+    event_facts: Mapping[str, Any]
+    decision: Decision
+    plan: OrderPlan | None = None
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SuspiciousCursor:
+    external_property_id: str
+    value: Any
+
+
+@dataclass
+class BatchPlan:
+    inserts: list[PropertyWrite] = field(default_factory=list)
+    updates: list[PropertyWrite] = field(default_factory=list)
+    trigger_writes: list[TriggerWrite] = field(default_factory=list)
+    quarantines: list[Quarantine] = field(default_factory=list)
+    releases: list[str] = field(default_factory=list)
+    edges: list[EdgeDecision] = field(default_factory=list)
+    suspicious_cursors: list[SuspiciousCursor] = field(default_factory=list)
+    rows: int = 0
+    unchanged: int = 0
+    changed: int = 0
+    new: int = 0
+    quarantined: int = 0  # every held row read, including those held before and unchanged
+
+
+def plan_batch(
+    rows: Sequence[SourceRow],
+    stored: Mapping[str, StoredProperty],
+    scope: PollScope,
+    memory: PollMemory,
+    now: datetime,
+) -> BatchPlan:
+    """Decide one batch; `stored` holds the remembered state of the batch's ids (facts too, for
+    changed rows, when a rule reads `previous`)."""
+    plan = BatchPlan(rows=len(rows))
+    row_plan = _RowPlanner(scope, memory, plan, now)
+    for row in rows:
+        row_plan.take(row, stored)
+    for property_id in plan.releases:
+        memory.held.pop(property_id, None)
+    return plan
+
+
+def row_identity(typer: RowTyper, rows: Sequence[SourceRow], seen: set[str]) -> list[str | None]:
+    """The id of each row, or None when it has none or repeats an id read before in the poll.
+
+    Used by the service to know which stored properties a batch needs, before planning it.
+    """
+    ids: list[str | None] = []
+    batch_seen: set[str] = set()
+    for row in rows:
+        property_id = typer.property_id(row.values)
+        if isinstance(property_id, RowProblem) or property_id in seen or property_id in batch_seen:
+            ids.append(None)
+            continue
+        batch_seen.add(property_id)
+        ids.append(property_id)
+    return ids
+
+
+class _RowPlanner:
+    """Plans the rows of one batch; the per-row rules of the module docstring."""
+
+    def __init__(
+        self,
+        scope: PollScope,
+        memory: PollMemory,
+        plan: BatchPlan,
+        now: datetime,
+    ) -> None:
+        self.scope = scope
+        self.memory = memory
+        self.plan = plan
+        self.held = memory.held
+        self.now = now
+        self.analysis = scope.rules.analysis
+        self.evaluator = memory.evaluator_at(scope.rules, now, scope.zone)
+        # Most rows of a poll are unchanged and need nothing at all: decided inline.
+        self.quick_skip = not self.analysis.change_based and not (
+            scope.full_pass and self.analysis.time_based
+        )
+
+    def take(self, row: SourceRow, stored: Mapping[str, StoredProperty]) -> None:
+        typer = self.scope.typer
+        # Every row read counts for the checkpoint (the maximum read), held ones included.
+        index = self.scope.cursor_index
+        cursor_ok = index is None or self.memory.cursor.offer(row.values[index])
+        property_id = typer.property_id(row.values)
+        if isinstance(property_id, RowProblem):
+            self._quarantine(f"#{row.digest}", row.digest, property_id)
+            return
+        if property_id in self.memory.seen:
+            reason = "the source query returned this id more than once; the first row is used"
+            problem = RowProblem(property_id, "external_property_id", reason)
+            self._quarantine(f"{property_id}#dup", row.digest, problem)
+            return
+        self.memory.seen.add(property_id)
+        previous = stored.get(property_id)
+        if previous is not None and previous.row_hash == row.digest:
+            if self.quick_skip and previous.remembers_all(self.analysis.names):
+                self.plan.unchanged += 1
+                return
+            self._isolated(property_id, row, self._reevaluate_unchanged, previous)
+            return
+        if not cursor_ok:  # audited once per row version: unchanged rows are not
+            value = row.values[index] if index is not None else None
+            self.plan.suspicious_cursors.append(SuspiciousCursor(property_id, value))
+        self._isolated(property_id, row, self._evaluate_changed, previous)
+
+    def _isolated(self, property_id: str, row: SourceRow, step: Any, previous: Any) -> None:
+        """Run one row's step; an unexpected error quarantines the row, never the batch."""
+        marks = self._marks()
+        try:
+            step(property_id, row, previous)
+        except Exception as exc:  # noqa: BLE001 - one hostile row must not stop the others
+            self._undo(marks)
+            text = str(exc).splitlines()[0][:200] if str(exc) else ""
+            problem = RowProblem(property_id, "*", f"unexpected {type(exc).__name__}: {text}")
+            self._quarantine(property_id, row.digest, problem)
+
+    def _reevaluate_unchanged(
+        self, property_id: str, row: SourceRow, stored: StoredProperty
+    ) -> None:
+        """An unchanged row: only triggers whose value can change without the row are evaluated."""
+        due = triggers_to_reevaluate(self.analysis, stored.triggers, full_pass=self.scope.full_pass)
+        if not due:
+            self.plan.unchanged += 1
+            return
+        snapshot = self.scope.typer.type_row(row.values, only=self.analysis.fields)
+        if isinstance(snapshot, RowProblem):  # cannot happen for a row that passed before
+            self.plan.unchanged += 1
+            return
+        # Unchanged since the last change: `previous` equals the current facts.
+        values, _errors = self.evaluator.values(snapshot.facts, due, snapshot.facts)
+        updates = detect_edges(stored.triggers, values, self.scope.first_sight)
+        if not updates:
+            self.plan.unchanged += 1
+            return
+        self.plan.trigger_writes.append(
+            TriggerWrite(property_id, _merged(stored.triggers, updates))
+        )
+        if any(u.edge is not None for u in updates):
+            full = self.scope.typer.type_row(row.values)  # the rules may read any field
+            if isinstance(full, RowProblem):
+                return
+            self._decide(full, updates, full.facts)
+
+    def _evaluate_changed(
+        self, property_id: str, row: SourceRow, previous: StoredProperty | None
+    ) -> None:
+        """A new or changed row: evaluate every trigger, store the new state, decide edges."""
+        snapshot = self.scope.typer.type_row(row.values)
+        if isinstance(snapshot, RowProblem):
+            self._quarantine(property_id, row.digest, snapshot)
+            return
+        if property_id in self.held:
+            self.plan.releases.append(property_id)
+        prior = (
+            self.scope.typer.retype(previous.facts)
+            if previous is not None and previous.facts
+            else None
+        )
+        values, _errors = self.evaluator.values(snapshot.facts, self.analysis.names, prior)
+        memory = previous.triggers if previous is not None else None
+        updates = detect_edges(memory, values, self.scope.first_sight)
+        write = PropertyWrite(
+            property_id,
+            row.digest,
+            self._remembered(snapshot),
+            _merged(memory or {}, updates),
+        )
+        if previous is None:
+            self.plan.new += 1
+            self.plan.inserts.append(write)
+        else:
+            self.plan.changed += 1
+            self.plan.updates.append(write)
+        self._decide(snapshot, updates, prior)
+
+    def _remembered(self, snapshot: PropertySnapshot) -> dict[str, Any]:
+        """Only what `previous` can read is kept (typed; the store encodes it)."""
+        remembered = self.analysis.remembered
+        if remembered is not None and not remembered:
+            return {}
+        public = snapshot.public_facts()
+        if remembered is None:
+            return public
+        return {k: v for k, v in public.items() if k in remembered}
+
+    def _decide(
+        self,
+        snapshot: PropertySnapshot,
+        updates: Sequence[TriggerUpdate],
+        previous: Mapping[str, Any] | None,
+    ) -> None:
+        edges = [u.edge for u in updates if u.edge is not None]
+        if not edges:
+            return
+        # Only rows with an event pay for the full context and the JSON form of their facts.
+        scope = EvaluationScope(snapshot.facts, self.now, self.scope.zone, previous=previous)
+        event_facts = facts_for_storage(snapshot.public_facts())
+        for edge in edges:
+            self.plan.edges.append(decide_edge(self.scope, snapshot, edge, scope, event_facts))
+
+    def _quarantine(self, key: str, digest: str, problem: RowProblem) -> None:
+        """Hold a row; it is written (and audited) only when new or changed since last held."""
+        self.plan.quarantined += 1
+        if self.held.get(key) == digest:
+            return
+        self.plan.quarantines.append(Quarantine(key, digest, problem, known=key in self.held))
+        self.held[key] = digest
+
+    def _marks(self) -> tuple[int, ...]:
+        plan = self.plan
+        return (
+            len(plan.inserts),
+            len(plan.updates),
+            len(plan.trigger_writes),
+            len(plan.releases),
+            len(plan.edges),
+            len(plan.suspicious_cursors),
+            plan.unchanged,
+            plan.changed,
+            plan.new,
+        )
+
+    def _undo(self, marks: tuple[int, ...]) -> None:
+        """Forget what a failed row added to the plan, so none of it is written."""
+        plan = self.plan
+        del plan.inserts[marks[0] :]
+        del plan.updates[marks[1] :]
+        del plan.trigger_writes[marks[2] :]
+        del plan.releases[marks[3] :]
+        del plan.edges[marks[4] :]
+        del plan.suspicious_cursors[marks[5] :]
+        plan.unchanged, plan.changed, plan.new = marks[6:]
+
+
+def decide_edge(
+    scope: PollScope,
+    snapshot: PropertySnapshot,
+    edge: Edge,
+    evaluation: EvaluationScope,
+    event_facts: Mapping[str, Any],
+) -> EdgeDecision:
+    """The rules' decision for one rising edge and, when it orders something, the request."""
+    decision = decide(scope.rules, edge.trigger_name, evaluation)
+    if not decision.orders_something:
+        return EdgeDecision(snapshot, edge, event_facts, decision)
+    try:
+        plan = plan_order(snapshot, edge, decision, scope.catalog, scope.default_window_hours)
+    except PlanProblem as exc:
+        return EdgeDecision(snapshot, edge, event_facts, decision, problems=tuple(exc.problems))
+    return EdgeDecision(snapshot, edge, event_facts, decision, plan)
+
+
+def _merged(
+    memory: Mapping[str, TriggerMemory], updates: Sequence[TriggerUpdate]
+) -> dict[str, TriggerMemory]:
+    merged = dict(memory)
+    merged.update({u.trigger_name: u.memory for u in updates})
+    return merged
