@@ -43,6 +43,7 @@ COLUMNS = (
     "billing_entity_slug",
     "updated_at",
 )
+TYPER = RowTyper(COLUMNS, DENVER)
 RULES = """
 triggers:
   vacant_ready: property.status == "Vacant Unrented Ready"
@@ -84,7 +85,7 @@ def row(pid: str | None, status: str = "Occupied", **values: Any) -> SourceRow:
     }
     facts.update(values)
     values_tuple = tuple(facts[c] for c in COLUMNS)
-    return SourceRow(values_tuple, fingerprint(values_tuple))
+    return SourceRow(values_tuple, fingerprint(values_tuple), TYPER.property_id(values_tuple))
 
 
 def scope(
@@ -273,6 +274,5 @@ def test_trigger_values_are_reused_for_homes_with_the_same_inputs() -> None:
 
 def test_row_identity_marks_rows_the_poll_cannot_use() -> None:
     """Ids for loading stored state: None for a missing id or one read before."""
-    typer = RowTyper(COLUMNS, DENVER)
-    ids = row_identity(typer, [row("H1"), row(None), row("H1"), row("H2")], {"H2"})
+    ids = row_identity([row("H1"), row(None), row("H1"), row("H2")], {"H2"})
     assert ids == ["H1", None, None, None]

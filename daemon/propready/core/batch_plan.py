@@ -28,7 +28,7 @@ from typing import Any
 from propready.core.catalog import Catalog
 from propready.core.checkpoint import CursorTracker
 from propready.core.expressions import EvaluationScope
-from propready.core.facts import RowProblem, RowTyper, facts_for_storage
+from propready.core.facts import BatchScreen, RowProblem, RowTyper, facts_for_storage
 from propready.core.model import Decision, Edge, PropertySnapshot
 from propready.core.planning import OrderPlan, PlanProblem, plan_order
 from propready.core.rules import RuleSet, decide
@@ -50,10 +50,20 @@ def fingerprint(values: Sequence[Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SourceRow:
-    """One row as the source returned it, with the fingerprint of its raw values."""
+    """One row as the source returned it, with the fingerprint of its raw values and its
+    property id (or why it has none usable)."""
 
     values: Sequence[Any]
     digest: str
+    identity: str | RowProblem
+
+
+def source_rows(
+    typer: RowTyper, values: Sequence[Sequence[Any]], digests: Sequence[str]
+) -> list[SourceRow]:
+    """A batch as the planner takes it: each row with its fingerprint and id, read once."""
+    identify = typer.property_id
+    return [SourceRow(v, d, identify(v)) for v, d in zip(values, digests, strict=True)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,15 +171,17 @@ def plan_batch(
     """Decide one batch; `stored` holds the remembered state of the batch's ids (facts too, for
     changed rows, when a rule reads `previous`)."""
     plan = BatchPlan(rows=len(rows))
-    row_plan = _RowPlanner(scope, memory, plan, now)
-    for row in rows:
+    screen = BatchScreen(scope.typer, [row.values for row in rows])
+    row_plan = _RowPlanner(scope, memory, plan, now, screen)
+    for index, row in enumerate(rows):
+        row_plan.index = index
         row_plan.take(row, stored)
     for property_id in plan.releases:
         memory.held.pop(property_id, None)
     return plan
 
 
-def row_identity(typer: RowTyper, rows: Sequence[SourceRow], seen: set[str]) -> list[str | None]:
+def row_identity(rows: Sequence[SourceRow], seen: set[str]) -> list[str | None]:
     """The id of each row, or None when it has none or repeats an id read before in the poll.
 
     Used by the service to know which stored properties a batch needs, before planning it.
@@ -177,7 +189,7 @@ def row_identity(typer: RowTyper, rows: Sequence[SourceRow], seen: set[str]) -> 
     ids: list[str | None] = []
     batch_seen: set[str] = set()
     for row in rows:
-        property_id = typer.property_id(row.values)
+        property_id = row.identity
         if isinstance(property_id, RowProblem) or property_id in seen or property_id in batch_seen:
             ids.append(None)
             continue
@@ -195,8 +207,11 @@ class _RowPlanner:
         memory: PollMemory,
         plan: BatchPlan,
         now: datetime,
+        screen: BatchScreen,
     ) -> None:
         self.scope = scope
+        self.screen = screen
+        self.index = 0  # the row being planned, in the batch
         self.memory = memory
         self.plan = plan
         self.held = memory.held
@@ -209,11 +224,10 @@ class _RowPlanner:
         )
 
     def take(self, row: SourceRow, stored: Mapping[str, StoredProperty]) -> None:
-        typer = self.scope.typer
         # Every row read counts for the checkpoint (the maximum read), held ones included.
         index = self.scope.cursor_index
         cursor_ok = index is None or self.memory.cursor.offer(row.values[index])
-        property_id = typer.property_id(row.values)
+        property_id = row.identity
         if isinstance(property_id, RowProblem):
             self._quarantine(f"#{row.digest}", row.digest, property_id)
             return
@@ -254,7 +268,9 @@ class _RowPlanner:
         if not due:
             self.plan.unchanged += 1
             return
-        snapshot = self.scope.typer.type_row(row.values, only=self.analysis.fields)
+        snapshot = self.scope.typer.type_row(
+            row.values, only=self.analysis.fields, property_id=property_id
+        )
         if isinstance(snapshot, RowProblem):  # cannot happen for a row that passed before
             self.plan.unchanged += 1
             return
@@ -268,7 +284,8 @@ class _RowPlanner:
             TriggerWrite(property_id, _merged(stored.triggers, updates))
         )
         if any(u.edge is not None for u in updates):
-            full = self.scope.typer.type_row(row.values)  # the rules may read any field
+            # The rules may read any field.
+            full = self.scope.typer.type_row(row.values, property_id=property_id)
             if isinstance(full, RowProblem):
                 return
             self._decide(full, updates, full.facts)
@@ -277,7 +294,11 @@ class _RowPlanner:
         self, property_id: str, row: SourceRow, previous: StoredProperty | None
     ) -> None:
         """A new or changed row: evaluate every trigger, store the new state, decide edges."""
-        snapshot = self.scope.typer.type_row(row.values)
+        unstorable = self.screen.problem(self.index)
+        if unstorable is not None:
+            self._quarantine(property_id, row.digest, RowProblem(property_id, *unstorable))
+            return
+        snapshot = self.scope.typer.type_row(row.values, property_id=property_id, screened=True)
         if isinstance(snapshot, RowProblem):
             self._quarantine(property_id, row.digest, snapshot)
             return
@@ -290,13 +311,14 @@ class _RowPlanner:
         )
         values, _errors = self.evaluator.values(snapshot.facts, self.analysis.names, prior)
         memory = previous.triggers if previous is not None else None
-        updates = detect_edges(memory, values, self.scope.first_sight)
-        write = PropertyWrite(
-            property_id,
-            row.digest,
-            self._remembered(snapshot),
-            _merged(memory or {}, updates),
-        )
+        if memory is None and self.scope.first_sight == "ignore":
+            # A home seen for the first time (every home, on a first pass): no edge can fire.
+            updates: list[TriggerUpdate] = []
+            new_memory = {name: _FIRST_SIGHT[bool(value)] for name, value in values.items()}
+        else:
+            updates = detect_edges(memory, values, self.scope.first_sight)
+            new_memory = _merged(memory or {}, updates)
+        write = PropertyWrite(property_id, row.digest, self._remembered(snapshot), new_memory)
         if previous is None:
             self.plan.new += 1
             self.plan.inserts.append(write)
@@ -380,6 +402,10 @@ def decide_edge(
     except PlanProblem as exc:
         return EdgeDecision(snapshot, edge, event_facts, decision, problems=tuple(exc.problems))
     return EdgeDecision(snapshot, edge, event_facts, decision, plan)
+
+
+# The memory of a trigger at first sight (value remembered, no edge counted); shared instances.
+_FIRST_SIGHT = {False: TriggerMemory(False, 0), True: TriggerMemory(True, 0)}
 
 
 def _merged(

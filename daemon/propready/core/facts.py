@@ -12,6 +12,8 @@ no id, an id over 255 characters, a date that does not parse, a negative or absu
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
@@ -80,8 +82,10 @@ class RowTyper:
     """Types rows of one query shape; built once per poll, applied to every row.
 
     The per-row work is the hot path of a first pass over a large portfolio, so the columns that
-    need a conversion or a sanity check are worked out once here, and every other value is
-    copied as the driver returned it.
+    need a conversion or a sanity check are worked out once here (one function per column that
+    converts and checks), and every other value is copied as the driver returned it, after a
+    scan that refuses what cannot be stored or evaluated anywhere: NUL and other control
+    characters, text over its length limit, NaN and infinite numbers, bytes that are not UTF-8.
     """
 
     def __init__(
@@ -100,13 +104,19 @@ class RowTyper:
             self.id_index = self.columns.index("external_property_id")
         except ValueError:
             raise ValueError("the source query returns no external_property_id column") from None
-        self._work: tuple[tuple[int, str, Callable[[Any, tzinfo], Any] | None, bool], ...] = tuple(
-            (index, column, _CONVERTERS[kind] if kind else None, column in _CHECKED)
+        self._work: tuple[tuple[int, str, Callable[[Any], Any]], ...] = tuple(
+            (index, column, _step(column, kind, zone))
             for index, column in enumerate(self.columns)
             if (kind := column_kind(column, declared)) is not None or column in _CHECKED
         )
-        self._narrow: dict[frozenset[str], tuple[Any, ...]] = {}
-        self._converters = {column: convert for _, column, convert, _ in self._work if convert}
+        self._narrow: dict[frozenset[str], tuple[tuple[int, str, Callable[[Any], Any]], ...]] = {}
+        self._converters = {
+            column: _CONVERTERS[kind]
+            for column in self.columns
+            if (kind := column_kind(column, declared)) is not None
+        }
+        self._limits = tuple(TEXT_LIMITS.get(column, MAX_TEXT_LENGTH) for column in self.columns)
+        self._shortest_limit = min(self._limits)
 
     def retype(self, stored: Mapping[str, Any]) -> dict[str, Any]:
         """Facts read back from the state database (JSON) with their types restored.
@@ -135,42 +145,216 @@ class RowTyper:
             return RowProblem(
                 property_id[:60], "external_property_id", "longer than 255 characters"
             )
+        if _CONTROL.search(property_id):
+            return RowProblem(None, "external_property_id", "contains control characters")
         return property_id
 
     def type_row(
-        self, values: Sequence[Any], only: Iterable[str] | None = None
+        self,
+        values: Sequence[Any],
+        only: Iterable[str] | None = None,
+        *,
+        property_id: str | None = None,
+        screened: bool = False,
     ) -> PropertySnapshot | RowProblem:
-        """Type every column (or only the `only` columns, for a row already known to be clean)."""
-        property_id = self.property_id(values)
-        if isinstance(property_id, RowProblem):
-            return property_id
+        """Type every column (or only the `only` columns, for a row already known to be clean).
+
+        `property_id`: the row's id when the caller already read it (`property_id(values)`);
+        `screened`: the row's batch already went through a `BatchScreen`, which found nothing.
+        """
+        if property_id is None:
+            found = self.property_id(values)
+            if isinstance(found, RowProblem):
+                return found
+            property_id = found
         if only is None:
+            problem = None if screened else self._refuse_unstorable(property_id, values)
+            if problem is not None:
+                return problem
             facts = dict(zip(self.columns, values, strict=True))
             work = self._work
-            if self.check_encoding:
-                for column, value in facts.items():
-                    if type(value) is InvalidText:
-                        return RowProblem(property_id, column, "text is not valid UTF-8")
         else:
             wanted = frozenset(only)
             facts = {c: v for c, v in zip(self.columns, values, strict=True) if c in wanted}
             work = self._narrow.get(wanted) or self._narrow.setdefault(
                 wanted, tuple(w for w in self._work if w[1] in wanted)
             )
-        for index, column, convert, check in work:
+        for index, column, step in work:
             value = values[index]
             if value is None:
                 continue
             try:
-                if convert is not None:
-                    value = convert(value, self.zone)
-                if check:
-                    value = _checked(column, value)
-            except ValueError as exc:
+                facts[column] = step(value)
+            except (ValueError, ArithmeticError) as exc:
                 return RowProblem(property_id, column, str(exc))
-            facts[column] = value
         facts["external_property_id"] = property_id
         return PropertySnapshot(property_id, facts)
+
+    def _refuse_unstorable(self, property_id: str, values: Sequence[Any]) -> RowProblem | None:
+        """The first value no database, JSON document or CEL context can take, if any.
+
+        Checked in bulk first (one search over the row's text, one finiteness test over its
+        numbers), column by column only when something is wrong: most rows are clean.
+        """
+        texts = [v for v in values if type(v) is str]
+        numbers = [v for v in values if type(v) is float or type(v) is Decimal]
+        suspect = (
+            (
+                texts
+                and (
+                    _CONTROL.search("\n".join(texts)) or max(map(len, texts)) > self._shortest_limit
+                )
+            )
+            or not all(map(_finite, numbers))
+            or (self.check_encoding and any(type(v) is InvalidText for v in values))
+        )
+        if not suspect:
+            return None
+        for column, value, limit in zip(self.columns, values, self._limits, strict=True):
+            reason = _unstorable(value, limit)
+            if reason is not None:
+                return RowProblem(property_id, column, reason)
+        return None
+
+
+class BatchScreen:
+    """Which rows of a batch hold a value nothing can store or evaluate, found column by column.
+
+    The same checks as `RowTyper._refuse_unstorable`, done per column over the whole batch with
+    the interpreter's C loops (one search over a column's joined text, one finiteness test over
+    its numbers); only a column that fails is looked at row by row. Computed on first use, so a
+    batch of unchanged rows (which are not typed) costs nothing.
+    """
+
+    def __init__(self, typer: RowTyper, rows: Sequence[Sequence[Any]]) -> None:
+        self.typer = typer
+        self.rows = rows
+        self._problems: dict[int, tuple[str, str]] | None = None
+
+    def problem(self, index: int) -> tuple[str, str] | None:
+        """(column, reason) for row `index` of the batch, or None when it is clean."""
+        if self._problems is None:
+            self._problems = self._screen()
+        return self._problems.get(index)
+
+    def _screen(self) -> dict[int, tuple[str, str]]:
+        problems: dict[int, tuple[str, str]] = {}
+        if not self.rows:
+            return problems
+        typer = self.typer
+        for position, column_values in enumerate(zip(*self.rows, strict=True)):
+            limit = typer._limits[position]
+            if _column_is_clean(column_values, limit, typer.check_encoding):
+                continue
+            column = typer.columns[position]
+            for index, value in enumerate(column_values):
+                reason = _unstorable(value, limit)
+                if reason is not None and index not in problems:
+                    problems[index] = (column, reason)
+        return problems
+
+
+_NUMERIC_KINDS = frozenset({int, float, Decimal, bool, type(None)})
+_TEXT_KINDS = frozenset({str, type(None)})
+_PLAIN_KINDS = frozenset({int, bool, date, datetime, type(None)})
+
+
+def _column_is_clean(values: Sequence[Any], limit: int, check_encoding: bool) -> bool:
+    kinds = set(map(type, values))
+    if kinds <= _PLAIN_KINDS:
+        return True
+    if kinds <= _TEXT_KINDS:
+        present = list(filter(None, values))
+        return not present or (
+            max(map(len, present)) <= limit and not _CONTROL.search("\n".join(present))
+        )
+    if kinds <= _NUMERIC_KINDS:
+        try:
+            return all(map(math.isfinite, filter(None, values)))
+        except (OverflowError, ValueError, TypeError):
+            return False
+    return False  # mixed or unusual types (SQLite, bytes, InvalidText): look row by row
+
+
+# Longest text accepted in any column, and in the payload's fields (the vendor's limits).
+MAX_TEXT_LENGTH = 10_000
+TEXT_LIMITS: dict[str, int] = {
+    "external_property_id": 255,
+    "billing_entity_slug": 255,
+    "street": 255,
+    "street2": 255,
+    "city": 255,
+    "state": 255,
+    "postal_code": 255,
+    "property_type": 255,
+    "method_of_access": 255,
+    "access_code": 255,
+    "lockbox_location": 255,
+    "onsite_contact_name": 255,
+    "onsite_contact_phone": 255,
+    "onsite_contact_email": 254,
+}
+# NUL (which PostgreSQL text and JSON cannot hold) and the other C0 controls except tab,
+# newline and carriage return, and DEL: never part of a home's data.
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _finite(value: float | Decimal) -> bool:
+    try:
+        return math.isfinite(value)
+    except (OverflowError, ValueError):  # a Decimal too large for a float
+        return False
+
+
+def _unstorable(value: Any, limit: int) -> str | None:
+    kind = type(value)
+    if kind is InvalidText:
+        return "text is not valid UTF-8"
+    if kind is str:
+        if _CONTROL.search(value):
+            return "contains control characters (NUL or other non-printing characters)"
+        if len(value) > limit:
+            return f"text of {len(value)} characters is over the limit of {limit}"
+    elif (kind is float or kind is Decimal) and not _finite(value):
+        return f"{value} is not a finite number"
+    return None
+
+
+# Values already of the kind's type need no conversion (what a typed driver returns).
+_ALREADY: dict[ColumnKind, frozenset[type]] = {
+    "date": frozenset({date}),
+    "number": frozenset({int, float, Decimal}),
+    "integer": frozenset({int}),
+    "boolean": frozenset({bool}),
+    "text": frozenset({str}),
+    "timestamp": frozenset(),
+}
+
+
+def _step(column: str, kind: ColumnKind | None, zone: tzinfo) -> Callable[[Any], Any]:
+    """One column's conversion and sanity check as one function."""
+    convert = _CONVERTERS[kind] if kind is not None else None
+    already = _ALREADY[kind] if kind is not None else frozenset()
+    bounds = _RANGES.get(column)
+    is_state = column == "state"
+
+    def step(value: Any) -> Any:
+        if convert is not None and type(value) not in already:
+            value = convert(value, zone)
+        if bounds is not None and type(value) in _NUMBER_TYPES:
+            low, high = bounds
+            # int, float and Decimal compare with Decimal bounds directly: no conversion.
+            if not low <= value <= high:
+                raise ValueError(f"{value} is outside the plausible range {low} to {high}")
+        elif is_state:
+            _refuse_invalid_text(value)
+            if isinstance(value, str) and value.strip().upper() not in US_STATES:
+                raise ValueError(f"{value[:20]!r} is not a US state abbreviation")
+        elif convert is None:
+            _refuse_invalid_text(value)
+        return value
+
+    return step
 
 
 def _refuse_invalid_text(value: Any) -> None:
@@ -255,19 +439,6 @@ _CONVERTERS: dict[ColumnKind, Callable[[Any, tzinfo], Any]] = {
     "boolean": _to_boolean,
     "text": _to_text,
 }
-
-
-def _checked(column: str, value: Any) -> Any:
-    _refuse_invalid_text(value)
-    bounds = _RANGES.get(column)
-    # int, float and Decimal compare with Decimal bounds directly: no conversion per value.
-    if bounds is not None and type(value) in _NUMBER_TYPES:
-        low, high = bounds
-        if not low <= value <= high:
-            raise ValueError(f"{value} is outside the plausible range {low} to {high}")
-    if column == "state" and isinstance(value, str) and value.strip().upper() not in US_STATES:
-        raise ValueError(f"{value[:20]!r} is not a US state abbreviation")
-    return value
 
 
 def type_row(row: Mapping[str, Any], zone: tzinfo) -> PropertySnapshot | RowProblem:

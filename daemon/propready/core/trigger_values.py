@@ -55,7 +55,10 @@ class TriggerEvaluator:
         """The triggers `names` for one property, and the errors that made some false."""
         key = self._key(facts, names, previous)
         if key is not None:
-            found = self._memory.get(key)
+            try:
+                found = self._memory.get(key)
+            except TypeError:  # a list or map value (an array column): no key for it
+                key, found = None, None
             if found is not None:
                 return dict(found[0]), dict(found[1])
         narrow = (
@@ -76,20 +79,12 @@ class TriggerEvaluator:
         names: frozenset[str],
         previous: Mapping[str, Any] | None,
     ) -> tuple[Any, ...] | None:
-        if self._fields is None or self._previous_fields is None:
+        fields, previous_fields = self._fields, self._previous_fields
+        if fields is None or previous_fields is None:
             return None  # some expression reads a whole map: no finite key
-        current = tuple(_typed(facts.get(name, _ABSENT)) for name in self._fields)
-        before: tuple[Any, ...] = ()
-        if self._previous_fields:
-            earlier = previous or {}
-            before = tuple(_typed(earlier.get(name, _ABSENT)) for name in self._previous_fields)
-        key = (names, previous is None, current, before)
-        try:
-            hash(key)
-        except TypeError:  # a list or map value (an array column): evaluate it every time
-            return None
-        return key
-
-
-def _typed(value: Any) -> tuple[type, Any]:
-    return (type(value), value)
+        current = tuple([facts.get(name, _ABSENT) for name in fields])
+        if not previous_fields:
+            return (names, current, tuple(map(type, current)))
+        earlier = previous or {}
+        before = tuple([earlier.get(name, _ABSENT) for name in previous_fields])
+        return (names, current, tuple(map(type, current)), before, tuple(map(type, before)))

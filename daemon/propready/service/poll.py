@@ -35,6 +35,7 @@ from propready.core.batch_plan import (
     fingerprint,
     plan_batch,
     row_identity,
+    source_rows,
 )
 from propready.core.checkpoint import (
     Checkpoint,
@@ -155,9 +156,7 @@ class _PollRun:
     def _batch(self, batch: SourceBatch) -> None:
         scope = self._scope_for(batch.columns)
         digests = batch.fingerprints or [fingerprint(values) for values in batch.rows]
-        rows = [
-            SourceRow(values, digest) for values, digest in zip(batch.rows, digests, strict=True)
-        ]
+        rows = source_rows(scope.typer, batch.rows, digests)
         stored = self._load_stored(scope, rows)
         now = self.now()
         plan = plan_batch(rows, stored, scope, self.memory, now)
@@ -171,7 +170,7 @@ class _PollRun:
 
     def _load_stored(self, scope: PollScope, rows: Sequence[SourceRow]) -> dict[str, Any]:
         """What the state database remembers of the batch's homes (facts only where needed)."""
-        ids = row_identity(scope.typer, rows, self.memory.seen)
+        ids = row_identity(rows, self.memory.seen)
         wanted = [i for i in ids if i is not None]
         remembered = scope.rules.analysis.remembered
         with reading(self.components.state) as connection:
