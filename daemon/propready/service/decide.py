@@ -40,204 +40,154 @@ def record_decisions(
         now,
     )
     fresh = [(d, event_id) for d, event_id in zip(decisions, event_ids, strict=True) if event_id]
-    dry_run = components.settings.orders.mode == "dry_run"
-    blockers: Mapping[str, Order] = {}
-    if dry_run:
+    recorder = _Recorder(components, connection, now, summary)
+    if recorder.dry_run:
         planned = [d.plan.external_property_id for d, _ in fresh if d.plan is not None]
-        blockers = outbox.blocking_orders(connection, planned, now)
+        recorder.blockers = outbox.blocking_orders(connection, planned, now)
     for decision, event_id in fresh:
-        summary.events += 1
-        common = _common(decision, event_id)
-        audit.record(
-            connection,
+        recorder.record(decision, event_id)
+
+
+class _Recorder:
+    """Writes one batch's decisions: the audit rows, and the orders (or dry-run plans)."""
+
+    def __init__(
+        self,
+        components: Components,
+        connection: sa.Connection,
+        now: datetime,
+        summary: CycleSummary,
+    ) -> None:
+        self.components = components
+        self.connection = connection
+        self.now = now
+        self.summary = summary
+        self.dry_run = components.settings.orders.mode == "dry_run"
+        # Dry run inserts no orders: the windows are looked up once for the whole batch.
+        self.blockers: Mapping[str, Order] = {}
+
+    def record(self, decided: EdgeDecision, event_id: int) -> None:
+        self.summary.events += 1
+        common = {
+            "external_property_id": decided.snapshot.external_property_id,
+            "trigger_name": decided.edge.trigger_name,
+            "rules_version": decided.decision.rules_version,
+            "event_id": event_id,
+        }
+        self._audit(
             AuditKind.TRIGGER_FIRED,
-            now,
-            detail={
-                "kind": decision.edge.kind,
-                "edge_seq": decision.edge.edge_seq,
-                "facts": dict(decision.event_facts),
-            },
-            **common,
-        )
-        plan = _audit_decision(connection, decision, now, summary, common)
-        if plan is None:
-            continue
-        if dry_run:
-            _record_dry_run(connection, plan, decision.decision, now, summary, common, blockers)
-        else:
-            _create_order(components, connection, plan, decision.decision, now, summary, common)
-
-
-def _common(decision: EdgeDecision, event_id: int) -> dict[str, Any]:
-    return {
-        "external_property_id": decision.snapshot.external_property_id,
-        "trigger_name": decision.edge.trigger_name,
-        "rules_version": decision.decision.rules_version,
-        "event_id": event_id,
-    }
-
-
-def _audit_decision(
-    connection: sa.Connection,
-    decided: EdgeDecision,
-    now: datetime,
-    summary: CycleSummary,
-    common: dict[str, Any],
-) -> OrderPlan | None:
-    """Audit the rules' decision; the order request when there is one to act on."""
-    decision = decided.decision
-    trace = _trace(decision)
-    if not decision.orders_something:
-        summary.not_ordered += 1
-        audit.record(
-            connection,
-            AuditKind.NO_RULE_MATCHED,
-            now,
-            detail={"reason": decision.reason, **_explanation(decision), "trace": trace},
-            **common,
-        )
-        return None
-    summary.ordered += 1
-    assert decision.rule_id is not None
-    audit.record(
-        connection,
-        AuditKind.RULE_MATCHED,
-        now,
-        rule_id=decision.rule_id,
-        detail={
-            "reason": decision.reason,
-            **_explanation(decision),
-            "services": [{"slug": s.slug, "quantity": s.quantity} for s in decision.services],
-            "trace": trace,
-        },
-        **common,
-    )
-    if decided.plan is None:
-        summary.invalid += 1
-        log.warning(
-            "order_not_plannable",
-            property=decided.snapshot.external_property_id,
-            problems=list(decided.problems),
-        )
-        audit.record(
-            connection,
-            AuditKind.ORDER_NOT_PLANNABLE,
-            now,
-            rule_id=decision.rule_id,
-            detail={"problems": list(decided.problems)},
-            **common,
-        )
-    return decided.plan
-
-
-def _record_dry_run(
-    connection: sa.Connection,
-    plan: OrderPlan,
-    decision: Decision,
-    now: datetime,
-    summary: CycleSummary,
-    common: dict[str, Any],
-    blockers: Mapping[str, Order],
-) -> None:
-    assert decision.rule_id is not None
-    blocker = blockers.get(plan.external_property_id)
-    if blocker is not None:
-        summary.blocked += 1
-        _audit_blocked(connection, now, decision.rule_id, blocker, plan.window_hours, common)
-        return
-    audit.record(
-        connection,
-        AuditKind.ORDER_PLANNED_DRY_RUN,
-        now,
-        rule_id=decision.rule_id,
-        external_order_id=plan.external_order_id,
-        detail={"services": plan.payload["services"]},
-        **common,
-    )
-
-
-def _create_order(
-    components: Components,
-    connection: sa.Connection,
-    plan: OrderPlan,
-    decision: Decision,
-    now: datetime,
-    summary: CycleSummary,
-    common: dict[str, Any],
-) -> None:
-    assert decision.rule_id is not None
-    mode = components.settings.orders.mode
-    state = (
-        OrderState.AWAITING_APPROVAL
-        if (mode == "approval" or plan.requires_approval)
-        else OrderState.PLANNED
-    )
-    # The window check and the insert are one step the database enforces (exclusion constraint
-    # on PostgreSQL, BEGIN IMMEDIATE plus a trigger on SQLite): racers get WindowTaken.
-    outcome = outbox.insert_order_in_window(
-        connection,
-        plan,
-        event_id=common["event_id"],
-        rule_id=decision.rule_id,
-        rules_version=common["rules_version"],
-        state=state,
-        now=now,
-    )
-    if isinstance(outcome, outbox.WindowTaken):
-        summary.blocked += 1
-        _audit_blocked(
-            connection,
-            now,
-            decision.rule_id,
-            outcome.blocker,
-            plan.window_hours,
             common,
-            by_constraint=outcome.by_constraint,
+            {
+                "kind": decided.edge.kind,
+                "edge_seq": decided.edge.edge_seq,
+                "facts": dict(decided.event_facts),
+            },
         )
-        return
-    summary.orders_created += 1
-    audit.record(
-        connection,
-        AuditKind.ORDER_CREATED,
-        now,
-        rule_id=decision.rule_id,
-        order_id=outcome.order_id,
-        external_order_id=plan.external_order_id,
-        detail={
-            "state": state.value,
-            "billing_entity_slug": plan.billing_entity_slug,
-            "services": plan.payload["services"],
-            "window_hours": plan.window_hours,
-        },
-        **common,
-    )
+        plan = self._audit_decision(decided, common)
+        if plan is None:
+            return
+        if self.dry_run:
+            self._record_dry_run(plan, common)
+        else:
+            self._create_order(plan, decided.decision, common)
 
+    def _audit(self, kind: AuditKind, common: Mapping[str, Any], detail: Any, **refs: Any) -> None:
+        audit.record(self.connection, kind, self.now, detail=detail, **common, **refs)
 
-def _audit_blocked(
-    connection: sa.Connection,
-    now: datetime,
-    rule_id: str,
-    blocker: Order,
-    window_hours: float,
-    common: dict[str, Any],
-    *,
-    by_constraint: bool = False,
-) -> None:
-    audit.record(
-        connection,
-        AuditKind.DUPLICATE_BLOCKED,
-        now,
-        rule_id=rule_id,
-        order_id=blocker.id,
-        external_order_id=blocker.external_order_id,
-        detail={
-            "blocked_by": blocker.external_order_id,
-            "blocking_order_created_at": blocker.created_at.isoformat(),
-            "window_hours": window_hours,
-            **({"caught_by": "database_constraint"} if by_constraint else {}),
-        },
-        **common,
-    )
+    def _audit_decision(self, decided: EdgeDecision, common: dict[str, Any]) -> OrderPlan | None:
+        """Audit the rules' decision; the order request when there is one to act on."""
+        decision = decided.decision
+        explained = {"reason": decision.reason, **_explanation(decision)}
+        if not decision.orders_something:
+            self.summary.not_ordered += 1
+            self._audit(AuditKind.NO_RULE_MATCHED, common, {**explained, "trace": _trace(decision)})
+            return None
+        self.summary.ordered += 1
+        common["rule_id"] = decision.rule_id
+        services = [{"slug": s.slug, "quantity": s.quantity} for s in decision.services]
+        self._audit(
+            AuditKind.RULE_MATCHED,
+            common,
+            {**explained, "services": services, "trace": _trace(decision)},
+        )
+        if decided.plan is None:
+            self.summary.invalid += 1
+            log.warning(
+                "order_not_plannable",
+                property=decided.snapshot.external_property_id,
+                problems=list(decided.problems),
+            )
+            self._audit(AuditKind.ORDER_NOT_PLANNABLE, common, {"problems": list(decided.problems)})
+        return decided.plan
+
+    def _record_dry_run(self, plan: OrderPlan, common: dict[str, Any]) -> None:
+        blocker = self.blockers.get(plan.external_property_id)
+        if blocker is not None:
+            self.summary.blocked += 1
+            self._audit_blocked(blocker, plan.window_hours, common, by_constraint=False)
+            return
+        self._audit(
+            AuditKind.ORDER_PLANNED_DRY_RUN,
+            common,
+            {"services": plan.payload["services"]},
+            external_order_id=plan.external_order_id,
+        )
+
+    def _create_order(self, plan: OrderPlan, decision: Decision, common: dict[str, Any]) -> None:
+        assert decision.rule_id is not None
+        mode = self.components.settings.orders.mode
+        state = (
+            OrderState.AWAITING_APPROVAL
+            if (mode == "approval" or plan.requires_approval)
+            else OrderState.PLANNED
+        )
+        # The window check and the insert are one step the database enforces (exclusion
+        # constraint on PostgreSQL, BEGIN IMMEDIATE plus a trigger on SQLite): racers get
+        # WindowTaken.
+        outcome = outbox.insert_order_in_window(
+            self.connection,
+            plan,
+            event_id=common["event_id"],
+            rule_id=decision.rule_id,
+            rules_version=common["rules_version"],
+            state=state,
+            now=self.now,
+        )
+        if isinstance(outcome, outbox.WindowTaken):
+            self.summary.blocked += 1
+            self._audit_blocked(
+                outcome.blocker, plan.window_hours, common, by_constraint=outcome.by_constraint
+            )
+            return
+        self.summary.orders_created += 1
+        self._audit(
+            AuditKind.ORDER_CREATED,
+            common,
+            {
+                "state": state.value,
+                "billing_entity_slug": plan.billing_entity_slug,
+                "services": plan.payload["services"],
+                "window_hours": plan.window_hours,
+            },
+            order_id=outcome.order_id,
+            external_order_id=plan.external_order_id,
+        )
+
+    def _audit_blocked(
+        self, blocker: Order, window_hours: float, common: dict[str, Any], *, by_constraint: bool
+    ) -> None:
+        self._audit(
+            AuditKind.DUPLICATE_BLOCKED,
+            common,
+            {
+                "blocked_by": blocker.external_order_id,
+                "blocking_order_created_at": blocker.created_at.isoformat(),
+                "window_hours": window_hours,
+                **({"caught_by": "database_constraint"} if by_constraint else {}),
+            },
+            order_id=blocker.id,
+            external_order_id=blocker.external_order_id,
+        )
 
 
 def _explanation(decision: Decision) -> dict[str, Any]:
