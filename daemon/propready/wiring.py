@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
+
 from propready.adapters.catalog_file import load_catalog
 from propready.adapters.planomatic import PlanomaticClient
 from propready.adapters.rule_reloader import load_checked_rules
@@ -16,7 +18,12 @@ from propready.adapters.source import create_source_engine
 from propready.adapters.store import audit
 from propready.adapters.store.engine import create_state_engine
 from propready.core.catalog import Catalog
+from propready.receiver.app import create_webhook_app
+from propready.receiver.metrics import ServeMetrics
+from propready.receiver.server import Listener
+from propready.receiver.tokens import TokenChecker
 from propready.service import Components, Pacer
+from propready.service.webhook_intake import intake_for, state_reachable
 from propready.settings import Settings
 
 
@@ -91,3 +98,37 @@ def pacer_for(settings: Settings, stop_requested: threading.Event) -> Pacer:
         stop_requested.wait(seconds)
 
     return Pacer(settings.planomatic.requests_per_minute, sleep)
+
+
+# --- propready serve -----------------------------------------------------------------------------
+
+
+def serve_state_engine(settings: Settings) -> sa.Engine:
+    """The state database for `serve`: each delivery is one short insert and commit.
+
+    SQLite takes one writer at a time (BEGIN IMMEDIATE), so one pooled connection queues the
+    request threads in the pool instead of in SQLite's busy-wait; PostgreSQL commits in
+    parallel, so the pool matches the request threads that may commit at once.
+    """
+    url = settings.state.url
+    if sa.make_url(url).get_backend_name() == "sqlite":
+        return create_state_engine(url, pool_size=1, max_overflow=0, pool_timeout=30)
+    return create_state_engine(url, pool_size=SERVE_PG_POOL_SIZE, max_overflow=0, pool_timeout=30)
+
+
+SERVE_PG_POOL_SIZE = 20
+
+
+def serve_listeners(settings: Settings, state: sa.Engine, metrics: ServeMetrics) -> list[Listener]:
+    """The listeners `propready serve` starts: only those configured (design.md 8.5)."""
+    listeners = []
+    if settings.webhooks.listen:
+        app = create_webhook_app(
+            intake=intake_for(state, utc_now),
+            tokens=TokenChecker(settings.webhooks.valid_tokens()),
+            metrics=metrics,
+            health_check=lambda: state_reachable(state),
+        )
+        listeners.append(Listener("webhooks", "webhooks.listen", settings.webhooks.listen, app))
+    # The web console's listener ([console] listen) joins here, as its own Listener.
+    return listeners
