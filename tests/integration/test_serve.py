@@ -77,9 +77,12 @@ def test_the_token_may_come_in_the_query_and_the_retired_token_still_works(
     query = httpx.post(
         f"{receiver.url}{WEBHOOK_PATH}", params={"token": TOKEN}, content=SCHEDULED, timeout=10
     )
+    slash = httpx.post(
+        f"{receiver.url}{WEBHOOK_PATH}/", params={"token": TOKEN}, content=delivery(7, "ordered")
+    )
     retired = receiver.post(delivery(100002, "ordered"), token=OLD_TOKEN)
-    assert (query.status_code, retired.status_code) == (200, 200)
-    assert len(receiver.rows()) == 2
+    assert (query.status_code, slash.status_code, retired.status_code) == (200, 200, 200)
+    assert len(receiver.rows()) == 3
 
 
 @pytest.mark.parametrize("token", ["wrong-token-0123456789abcdef", TOKEN[:-1], TOKEN + "x"])
@@ -255,14 +258,17 @@ def test_the_access_log_never_shows_the_token(receiver: Receiver) -> None:
             f"{receiver.url}{WEBHOOK_PATH}", params={"token": TOKEN}, content=b"x", timeout=10
         )
         receiver.post(SCHEDULED, token=OLD_TOKEN + "zz")
+        receiver.post(SCHEDULED, token=OLD_TOKEN)
         time.sleep(0.2)  # the line is written after the answer
     lines = [entry for entry in logs if entry["event"] == "http_request"]
     assert [(line["status"], line.get("outcome")) for line in lines] == [
         (200, "stored"),
         (200, "malformed"),
         (401, "unauthorized"),
+        (200, "duplicate"),
     ]
     assert lines[0]["path"] == f"{WEBHOOK_PATH}/***"
+    assert [line.get("token_slot") for line in lines] == ["current", "current", None, "previous"]
     assert TOKEN not in repr(logs)
     assert OLD_TOKEN not in repr(logs)
 

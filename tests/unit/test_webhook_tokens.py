@@ -51,3 +51,11 @@ def test_no_token_is_refused_at_construction() -> None:
         TokenChecker([])
     with pytest.raises(ValueError, match="token"):
         TokenChecker([""])
+
+
+def test_which_token_matched_is_told_but_never_the_token() -> None:
+    """0 for the current token, 1 for the previous one, None for neither: for the access log."""
+    checker = TokenChecker([CURRENT, PREVIOUS])
+    assert checker.matching(CURRENT) == 0
+    assert checker.matching(PREVIOUS) == 1
+    assert checker.matching("neither") is None

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 WEBHOOK_PREFIX = "/webhooks/planomatic"
 OUTCOME_KEY = "propready.outcome"  # set in the scope by the webhook endpoint
+MATCHED_SLOT_KEY = "propready.token_slot"  # "current" or "previous", never the token
 
 log = structlog.get_logger("propready.serve")
 
@@ -50,6 +51,7 @@ class AccessLogMiddleware:
         finally:
             client = scope.get("client")
             outcome = scope.get(OUTCOME_KEY)
+            token_slot = scope.get(MATCHED_SLOT_KEY)
             log.info(
                 "http_request",
                 listener=self.listener,
@@ -60,4 +62,5 @@ class AccessLogMiddleware:
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 client=client[0] if client else None,
                 **({"outcome": outcome} if outcome else {}),
+                **({"token_slot": token_slot} if token_slot else {}),
             )

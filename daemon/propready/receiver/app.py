@@ -34,7 +34,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from propready.core.webhook_delivery import MAX_BODY_BYTES
-from propready.receiver.access_log import OUTCOME_KEY, WEBHOOK_PREFIX, AccessLogMiddleware
+from propready.receiver.access_log import (
+    MATCHED_SLOT_KEY,
+    OUTCOME_KEY,
+    WEBHOOK_PREFIX,
+    AccessLogMiddleware,
+)
 from propready.receiver.metrics import ServeMetrics
 from propready.receiver.tokens import TokenChecker
 from propready.service.webhook_intake import IntakeResult
@@ -63,8 +68,12 @@ def create_webhook_app(
         if _declared_length(request) > MAX_BODY_BYTES:
             return _refuse(request, metrics, "too_large")
         token = request.path_params.get("token") or request.query_params.get("token")
-        if not tokens.is_valid(token):
+        matched = tokens.matching(token)
+        if matched is None:
             return _refuse(request, metrics, "unauthorized")
+        # Which token was used (never the token): during a rotation, shows when the vendor
+        # has moved to the new callback URL.
+        request.scope[MATCHED_SLOT_KEY] = "current" if matched == 0 else "previous"
         try:
             raw = await request.body()
         except HTTPException as exc:  # the route's body limit, for a body without a length
@@ -106,6 +115,10 @@ def create_webhook_app(
             max_body_size=MAX_BODY_BYTES,
         ),
         Route(WEBHOOK_PREFIX, receive_delivery, methods=["POST"], max_body_size=MAX_BODY_BYTES),
+        # With a trailing slash too: a redirect would repeat the ?token= in its Location.
+        Route(
+            WEBHOOK_PREFIX + "/", receive_delivery, methods=["POST"], max_body_size=MAX_BODY_BYTES
+        ),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", metrics_text, methods=["GET"]),
     ]

@@ -27,12 +27,17 @@ class TokenChecker:
         self._compare = compare
 
     def is_valid(self, candidate: str | None) -> bool:
+        return self.matching(candidate) is not None
+
+    def matching(self, candidate: str | None) -> int | None:
+        """The position of the token that matches (0 current, 1 previous), or None."""
         guess = _digest(candidate or "")
-        valid = False
-        for expected in self._digests:
-            # `|` rather than `or`: every token is compared, matched or not.
-            valid = self._compare(guess, expected) | valid
-        return valid
+        found = None
+        for position, expected in enumerate(self._digests):
+            # No early exit: every token is compared, matched or not.
+            if self._compare(guess, expected) and found is None:
+                found = position
+        return found
 
 
 def _digest(token: str) -> bytes:
