@@ -13,6 +13,7 @@ from propready.adapters.store import deliveries
 from propready.adapters.store.engine import create_state_engine
 from propready.core.vendor_news import VendorNews
 from propready.core.webhook_delivery import DeliveryState, interpret
+from propready.service.webhook_intake import IntakeResult, store_deliveries
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -170,3 +171,47 @@ def test_two_appliers_claim_disjoint_deliveries_on_postgresql(pg_state_url: str)
         assert {d.id for d in mine}.isdisjoint(d.id for d in theirs)
     finally:
         engine.dispose()
+
+
+def _refuse_order_666(engine: sa.Engine) -> None:
+    """A trigger that makes the database refuse one delivery, as a full disk or a constraint
+    might refuse one row: a real failure inside the shared transaction."""
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                sa.text(
+                    "CREATE FUNCTION refuse_666() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                    "IF NEW.vendor_order_id = '666' THEN RAISE EXCEPTION 'refused'; END IF; "
+                    "RETURN NEW; END $$"
+                )
+            )
+            connection.execute(
+                sa.text(
+                    "CREATE TRIGGER refuse_666 BEFORE INSERT ON webhook_delivery "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse_666()"
+                )
+            )
+        else:
+            connection.execute(
+                sa.text(
+                    "CREATE TRIGGER refuse_666 BEFORE INSERT ON webhook_delivery "
+                    "WHEN NEW.vendor_order_id = '666' BEGIN SELECT RAISE(ABORT, 'refused'); END"
+                )
+            )
+
+
+def test_deliveries_stored_together_fail_alone(state_engine: sa.Engine) -> None:
+    """Group commit: one delivery the database refuses fails by itself; the others of its
+    batch are stored, a repeat within the batch is a duplicate."""
+    _refuse_order_666(state_engine)
+    first, poison, second = body(100001, "ordered"), body(666, "ordered"), body(100002, "ordered")
+    results = store_deliveries(state_engine, [first, poison, second, first], NOW)
+    outcomes = [r.outcome if isinstance(r, IntakeResult) else type(r).__name__ for r in results]
+    assert outcomes[0] == "stored"
+    assert isinstance(results[1], sa.exc.SQLAlchemyError)
+    assert outcomes[2:] == ["stored", "duplicate"]
+    with state_engine.connect() as connection:
+        assert [d.vendor_order_id for d in deliveries.list_deliveries(connection)] == [
+            "100001",
+            "100002",
+        ]

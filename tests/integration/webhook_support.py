@@ -22,12 +22,10 @@ import sqlalchemy as sa
 from propready.adapters.store import deliveries
 from propready.adapters.store.deliveries import Delivery
 from propready.adapters.store.engine import create_state_engine
-from propready.receiver.app import create_webhook_app
 from propready.receiver.metrics import ServeMetrics
-from propready.receiver.server import Listener, ReceiverServer
+from propready.receiver.server import ReceiverServer
 from propready.receiver.tokens import TokenChecker
-from propready.service.webhook_intake import intake_for, state_reachable
-from propready.wiring import utc_now
+from propready.wiring import webhook_listener
 
 TOKEN = "current-webhook-token-0123456789"
 OLD_TOKEN = "retired-webhook-token-0123456789"
@@ -64,15 +62,11 @@ class Receiver:
 @contextmanager
 def running_receiver(state_url: str, listen: str = "127.0.0.1:0") -> Iterator[Receiver]:
     """The webhook listener as `propready serve` wires it, serving from a thread."""
-    engine = create_state_engine(state_url, pool_size=5, max_overflow=0)
+    engine = create_state_engine(state_url, pool_size=4, max_overflow=0, pool_pre_ping=False)
     metrics = ServeMetrics()
-    app = create_webhook_app(
-        intake=intake_for(engine, utc_now),
-        tokens=TokenChecker([TOKEN, OLD_TOKEN]),
-        metrics=metrics,
-        health_check=lambda: state_reachable(engine),
-    )
-    server = ReceiverServer([Listener("webhooks", "webhooks.listen", listen, app)])
+    writers = 1 if state_url.startswith("sqlite") else 4
+    listener = webhook_listener(listen, engine, TokenChecker([TOKEN, OLD_TOKEN]), metrics, writers)
+    server = ReceiverServer([listener])
     try:
         server.start()
         yield Receiver(server, engine, metrics, server.urls()["webhooks"])

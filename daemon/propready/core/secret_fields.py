@@ -22,6 +22,7 @@ the body survives and a reader sees that something was there. Pure: no I/O.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 MASK = "***"
@@ -37,6 +38,7 @@ _TEXT_FIELD = re.compile(
 )
 
 
+@lru_cache(maxsize=4096)  # a vendor body repeats the same few dozen keys
 def is_secret_key(name: str) -> bool:
     """Whether a field of this name holds a secret (module docstring)."""
     key = re.sub(r"[-\s]+", "_", name.strip().lower())

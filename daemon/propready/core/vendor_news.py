@@ -136,16 +136,23 @@ class MalformedNews:
     reason: str
 
 
-def parse_vendor_news(body: Any) -> VendorNews | MalformedNews:
-    """Read a parsed webhook body or retrieve answer (module docstring); never raises."""
+def parse_vendor_news(
+    body: Any, *, with_deliverables: bool = True, shape_checked: bool = False
+) -> VendorNews | MalformedNews:
+    """Read a parsed webhook body or retrieve answer (module docstring); never raises.
+
+    `with_deliverables=False` leaves appointments, links, photos and extra empty: the receiver
+    needs only the ids, the event and the status, and reads the rest later from the body.
+    `shape_checked=True` skips the depth and size walk when the caller has just done it.
+    """
     if not isinstance(body, dict):
         return MalformedNews(f"the body is a JSON {_json_type(body)}, not an object")
-    too_big = shape_problem(body)
+    too_big = None if shape_checked else shape_problem(body)
     if too_big is not None:
         return MalformedNews(too_big)
     envelope, order = _split(body)
     reader = _Reader()
-    news = reader.news(envelope, order)
+    news = reader.news(envelope, order, with_deliverables=with_deliverables)
     if not (news.vendor_order_id or news.vendor_request_id or news.external_order_id):
         return MalformedNews("it names no order (order_id, request_id or external_order_id)")
     return news
@@ -170,7 +177,9 @@ class _Reader:
     def __init__(self) -> None:
         self.problems: list[str] = []
 
-    def news(self, envelope: dict[str, Any], order: dict[str, Any]) -> VendorNews:
+    def news(
+        self, envelope: dict[str, Any], order: dict[str, Any], *, with_deliverables: bool
+    ) -> VendorNews:
         event = self._first_text(envelope, order, _EVENT_KEYS, limit=100)
         event = event.lower() if event else None
         event_at = self._first_time(envelope, order, _EVENT_TIME_KEYS)
@@ -186,10 +195,14 @@ class _Reader:
             if isinstance(property_info, dict)
             else None
         )
-        extra = {key: value for key, value in order.items() if key not in _ORDER_KEYS}
-        for key, value in envelope.items():
-            if key not in _ENVELOPE_KEYS:
-                extra[f"envelope.{key}"] = value
+        extra: dict[str, Any] = {}
+        if with_deliverables:
+            extra = {key: value for key, value in order.items() if key not in _ORDER_KEYS}
+            for key, value in envelope.items():
+                if key not in _ENVELOPE_KEYS:
+                    extra[f"envelope.{key}"] = value
+        else:
+            photos_source = None
         return VendorNews(
             vendor_order_id=self.identifier(order, "order_id"),
             vendor_request_id=self.identifier(order, "request_id"),
@@ -207,8 +220,10 @@ class _Reader:
             status=status,
             status_rank=status_rank(status),
             created_at=self.time(order, "created") or self.time(order, "order_datetime"),
-            appointments=self.appointments(order.get("appointments")),
-            links=MappingProxyType(self.links(order.get("links"))),
+            appointments=self.appointments(
+                order.get("appointments") if with_deliverables else None
+            ),
+            links=MappingProxyType(self.links(order.get("links") if with_deliverables else None)),
             photos=self.photos(photos_source),
             price_cents=self.price(order.get("services")),
             unable_to_complete=self.flag(order, "unable_to_complete_appt"),

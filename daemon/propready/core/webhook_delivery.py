@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from propready.core.secret_fields import redact_secret_text, redact_secrets
+from propready.core.secret_fields import MASK, is_secret_key, redact_secret_text
 from propready.core.vendor_news import (
     MalformedNews,
     VendorNews,
@@ -62,9 +62,11 @@ def interpret(raw: bytes) -> IncomingDelivery:
         text = redact_secret_text(_storable_text(raw.decode("utf-8", errors="replace")))
         digest = hashlib.sha256(b"text:" + text.encode("utf-8")).hexdigest()
         return IncomingDelivery(digest, DeliveryState.MALFORMED, None, text, None, reason)
-    body = redact_secrets(_storable(parsed))
+    body = _storable_masked(parsed)
     digest = hashlib.sha256(canonical_json(body)).hexdigest()
-    news = parse_vendor_news(body)
+    # The receiver stores only the fields it sorts and matches on; the applier reads the
+    # deliverables (photos, appointments, links) from the stored body.
+    news = parse_vendor_news(body, with_deliverables=False, shape_checked=True)
     if isinstance(news, MalformedNews):
         return IncomingDelivery(digest, DeliveryState.MALFORMED, body, None, None, news.reason)
     problem = "; ".join(news.problems)[:2000] or None
@@ -103,18 +105,28 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _storable(value: Any) -> Any:
-    """The value with every string (keys included) made storable in both databases."""
+def _storable_masked(value: Any) -> Any:
+    """The value with secrets masked (`core.secret_fields`) and every string, keys included,
+    made storable in both databases: one pass, as this runs for every delivery."""
     if isinstance(value, dict):
-        return {_storable_text(str(key)): _storable(item) for key, item in value.items()}
+        return {
+            _storable_text(key): (
+                MASK
+                if item is not None and item != "" and is_secret_key(key)
+                else _storable_masked(item)
+            )
+            for key, item in value.items()
+        }
     if isinstance(value, list):
-        return [_storable(item) for item in value]
+        return [_storable_masked(item) for item in value]
     if isinstance(value, str):
         return _storable_text(value)
     return value
 
 
 def _storable_text(text: str) -> str:
+    if text.isascii() and "\x00" not in text:
+        return text  # the common case; ASCII holds no surrogates
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
     try:

@@ -5,10 +5,11 @@
 1. a declared Content-Length over 1 MB: 413 before anything is read;
 2. a token that is not valid: 401, the body unread, nothing stored;
 3. the body, read up to 1 MB (a chunked body that goes over: 413, the rest never read);
-4. `intake` in a worker thread (it stores and commits synchronously; the event loop never
-   waits on the database): 200 `{"status": "stored" | "duplicate" | "malformed"}`. Whatever
-   the body holds, a valid token gets a 2xx once it is stored, because a non-2xx holds back
-   every later delivery in the vendor's queue for about an hour (design.md 8.5);
+4. `store`, which hands the body to the writer threads (`store_queue`: the event loop never
+   waits on the database) and returns once it is committed:
+   200 `{"status": "stored" | "duplicate" | "malformed"}`. Whatever the body holds, a valid
+   token gets a 2xx once it is stored, because a non-2xx holds back every later delivery in
+   the vendor's queue for about an hour (design.md 8.5);
 5. storing failed (the database is down, locked, full): 503, so the vendor retries.
 
 `GET /healthz`: 200 when the state database answers, else 503. `GET /metrics`: Prometheus text.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import sqlalchemy as sa
 import structlog
@@ -55,13 +56,14 @@ _REFUSALS = {
 
 def create_webhook_app(
     *,
-    intake: Callable[[bytes], IntakeResult],
+    store: Callable[[bytes], Awaitable[IntakeResult]],
     tokens: TokenChecker,
     metrics: ServeMetrics,
     health_check: Callable[[], None],
 ) -> Starlette:
-    """The app for `[webhooks] listen`. `intake` stores a body (blocking); `health_check`
-    raises when the state database does not answer."""
+    """The app for `[webhooks] listen`. `store` keeps a body and returns once it is committed
+    (`StoreQueue.store`); `health_check` raises when the state database does not answer (it
+    runs in a worker thread)."""
 
     async def receive_delivery(request: Request) -> Response:
         started = time.perf_counter()
@@ -81,7 +83,7 @@ def create_webhook_app(
                 raise
             return _refuse(request, metrics, "too_large")
         try:
-            result = await run_in_threadpool(intake, raw)
+            result = await store(raw)
         # Any failure to store, the database's or ours, must answer 5xx so the vendor retries.
         except Exception as exc:  # noqa: BLE001 - logged without locals below, answered 503
             _log_store_failure(exc)

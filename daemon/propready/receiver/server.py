@@ -34,6 +34,7 @@ class Listener:
     setting: str  # the setting that asked for it, named in errors: "webhooks.listen"
     listen: str  # HOST:PORT; port 0 picks a free one (tests)
     app: ASGIApp
+    close: Callable[[], None] | None = None  # after the listener stopped (its writer threads)
 
 
 class ListenError(Exception):
@@ -97,9 +98,13 @@ class ReceiverServer:
         self.close()
 
     def close(self) -> None:
+        """Release the sockets and what the listeners hold (safe to call twice)."""
         for sock in self._sockets:
             with contextlib.suppress(OSError):
                 sock.close()
+        for listener in self._listeners:
+            if listener.close is not None:
+                listener.close()
 
     def __enter__(self) -> ReceiverServer:
         return self.start()

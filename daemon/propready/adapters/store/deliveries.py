@@ -97,27 +97,35 @@ def insert_delivery(
         "body": incoming.body,
         "raw_text": incoming.raw_text,
         "problem": incoming.problem,
+        "vendor_order_id": news.vendor_order_id if news else None,
+        "vendor_request_id": news.vendor_request_id if news else None,
+        "external_order_id": news.external_order_id if news else None,
+        "external_property_id": news.external_property_id if news else None,
+        "event": news.event if news else None,
+        "event_at": news.event_at if news else None,
+        "order_status": news.status if news else None,
+        "status_rank": news.status_rank if news else None,
     }
-    if news is not None:
-        values.update(
-            vendor_order_id=news.vendor_order_id,
-            vendor_request_id=news.vendor_request_id,
-            external_order_id=news.external_order_id,
-            external_property_id=news.external_property_id,
-            event=news.event,
-            event_at=news.event_at,
-            order_status=news.status,
-            status_rank=news.status_rank,
-        )
-    insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    statement = (
-        insert(_table)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["dedupe_hash"])
-        .returning(_table.c.id)
-    )
-    new_id = connection.execute(statement).scalar()
+    new_id = connection.execute(_insert_statement(connection.dialect.name), values).scalar()
     return int(new_id) if new_id is not None else None
+
+
+_INSERTS: dict[str, Any] = {}
+
+
+def _insert_statement(dialect: str) -> Any:
+    """One INSERT ... ON CONFLICT DO NOTHING RETURNING id per dialect, built once: the receiver
+    runs it for every delivery, and building it is most of its cost in Python."""
+    statement = _INSERTS.get(dialect)
+    if statement is None:
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        statement = (
+            insert(_table)
+            .on_conflict_do_nothing(index_elements=["dedupe_hash"])
+            .returning(_table.c.id)
+        )
+        _INSERTS[dialect] = statement
+    return statement
 
 
 def get_delivery(connection: sa.Connection, delivery_id: int) -> Delivery | None:
