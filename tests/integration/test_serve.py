@@ -277,7 +277,7 @@ def test_the_access_log_never_shows_the_token(receiver: Receiver) -> None:
 @pytest.mark.slow
 def test_the_state_database_down_answers_503_and_the_retry_is_stored_once() -> None:
     """PostgreSQL stopped mid-flight: 503 (the vendor retries), /healthz 503, nothing written;
-    once it is back the retry is stored, once."""
+    once it is back the retry is stored, once; after a restart the next delivery is stored."""
     server = PrivatePostgres()
     server.start()
     try:
@@ -302,7 +302,12 @@ def test_the_state_database_down_answers_503_and_the_retry_is_stored_once() -> N
             assert retry.status_code == 200
             assert retry.json()["status"] == "stored"
             assert receiver.post(SCHEDULED).json()["status"] == "duplicate"
+            # A restart between two deliveries leaves dead connections in the pool: the next
+            # delivery finds out, and is stored on a fresh connection, not refused.
+            server.restart()
+            after_restart = receiver.post(delivery(100001, "on_site"))
+            assert (after_restart.status_code, after_restart.json()["status"]) == (200, "stored")
             rows = receiver.rows()
-        assert [row.order_status for row in rows] == ["ordered", "scheduled"]
+        assert [row.order_status for row in rows] == ["ordered", "scheduled", "on_site"]
     finally:
         server.destroy()
