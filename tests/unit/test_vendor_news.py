@@ -332,7 +332,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(json_values)
 def test_any_json_value_parses_without_raising(body: Any) -> None:
     """Whatever JSON arrives, the parser answers VendorNews or MalformedNews."""

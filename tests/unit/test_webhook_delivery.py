@@ -165,7 +165,7 @@ def test_text_the_databases_refuse_is_replaced() -> None:
     assert "a\ufffdb" in text
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_any_bytes_are_interpreted_without_raising(raw: bytes) -> None:
     """Whatever bytes arrive with a valid token, there is a row to store."""
