@@ -266,8 +266,11 @@ def test_out_of_order_on_purpose(
 ) -> None:
     """--webhook-out-of-order: of two queued deliveries the newer one arrives first."""
     sandbox = start_sandbox(webhook_url=capture.url, webhook_out_of_order=True)
+    control = f"{sandbox.url}/_sandbox/webhooks"
+    httpx.post(control, json={"pause": True})  # both queued before either is sent, however slow
     order_id = create(sandbox)
     advance(sandbox, order_id)
+    httpx.post(control, json={"pause": False})
     wait_until("two bodies", lambda: len(capture.bodies) == 2)
     assert capture.events() == [(order_id, "order.processed"), (order_id, "order.received")]
 
