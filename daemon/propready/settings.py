@@ -118,12 +118,59 @@ class MetricsSettings(_Section):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        if value == "":
-            return value
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("must be HOST:PORT, for example 127.0.0.1:9464")
+        return _listen_address(value, "127.0.0.1:9464")
+
+
+def _listen_address(value: str, example: str) -> str:
+    """HOST:PORT, or "" for off."""
+    if value == "":
         return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be HOST:PORT, for example {example}")
+    return value
+
+
+class WebhooksSettings(_Section):
+    """`propready serve`'s webhook receiver (design.md 8.2); off while `listen` is empty."""
+
+    listen: str = ""  # HOST:PORT, e.g. 127.0.0.1:8710, behind a TLS reverse proxy
+    # The secret in the callback URL (/webhooks/planomatic/TOKEN). Better as the systemd
+    # credential webhooks__token than in the file.
+    token: SecretStr = SecretStr("")
+    # The token being retired during a rotation: accepted too until it is removed.
+    previous_token: SecretStr = SecretStr("")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        return _listen_address(value, "127.0.0.1:8710")
+
+    @field_validator("token", "previous_token")
+    @classmethod
+    def _url_safe(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if secret and not re.fullmatch(r"[A-Za-z0-9_\-.~]{24,200}", secret):
+            # Not echoed: the message ends up on a terminal and in logs.
+            raise ValueError(
+                "must be 24 to 200 URL-safe characters (letters, digits, - _ . ~); "
+                "generate one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _token_when_listening(self) -> WebhooksSettings:
+        if self.listen and not self.token.get_secret_value():
+            raise ValueError(
+                "webhooks.token is required when webhooks.listen is set "
+                "(a credential named webhooks__token, or PROPREADY_WEBHOOKS__TOKEN)"
+            )
+        return self
+
+    def valid_tokens(self) -> list[str]:
+        """Every token a delivery may carry: the current one and, during a rotation, the old."""
+        tokens = (self.token.get_secret_value(), self.previous_token.get_secret_value())
+        return [token for token in tokens if token]
 
 
 class DaemonSettings(_Section):
@@ -165,6 +212,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     daemon: DaemonSettings = DaemonSettings()
     log: LogSettings = LogSettings()
+    webhooks: WebhooksSettings = WebhooksSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -192,7 +240,7 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Secret strings the log redactor must mask wherever they appear."""
         key = self.planomatic.api_key.get_secret_value()
-        return [key] if key else []
+        return ([key] if key else []) + self.webhooks.valid_tokens()
 
 
 class CredentialsSource(PydanticBaseSettingsSource):
@@ -321,6 +369,9 @@ def settings_summary(settings: Settings) -> Mapping[str, Any]:
     """The configuration as shown to people: secrets masked, URLs without passwords."""
     data = settings.model_dump(mode="json")
     data["planomatic"]["api_key"] = "set" if settings.planomatic.api_key.get_secret_value() else ""
+    for name in ("token", "previous_token"):
+        is_set = getattr(settings.webhooks, name).get_secret_value()
+        data["webhooks"][name] = "set" if is_set else ""
     for section in ("state", "source"):
         data[section]["url"] = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", data[section]["url"])
     return data

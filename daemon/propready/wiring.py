@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
+
 from propready.adapters.catalog_file import load_catalog
 from propready.adapters.planomatic import PlanomaticClient
 from propready.adapters.rule_reloader import load_checked_rules
@@ -16,7 +18,13 @@ from propready.adapters.source import create_source_engine
 from propready.adapters.store import audit
 from propready.adapters.store.engine import create_state_engine
 from propready.core.catalog import Catalog
+from propready.receiver.app import create_webhook_app
+from propready.receiver.metrics import ServeMetrics
+from propready.receiver.server import Listener
+from propready.receiver.store_queue import StoreQueue
+from propready.receiver.tokens import TokenChecker
 from propready.service import Components, Pacer
+from propready.service.webhook_intake import intake_for, state_reachable
 from propready.settings import Settings
 
 
@@ -91,3 +99,61 @@ def pacer_for(settings: Settings, stop_requested: threading.Event) -> Pacer:
         stop_requested.wait(seconds)
 
     return Pacer(settings.planomatic.requests_per_minute, sleep)
+
+
+# --- propready serve -----------------------------------------------------------------------------
+
+
+def serve_state_engine(settings: Settings) -> sa.Engine:
+    """The state database for `serve`: each delivery is one short insert and commit.
+
+    SQLite takes one writer at a time (BEGIN IMMEDIATE), so one pooled connection queues the
+    request threads in the pool instead of in SQLite's busy-wait; PostgreSQL commits in
+    parallel, so the pool matches the request threads that may commit at once.
+    """
+    size = serve_store_concurrency(settings)
+    return create_state_engine(
+        settings.state.url,
+        pool_size=size,
+        max_overflow=0,
+        pool_timeout=30,
+        # store_delivery retries once on a connection that died instead (cheaper per delivery)
+        pool_pre_ping=False,
+    )
+
+
+def serve_store_concurrency(settings: Settings) -> int:
+    """Writer threads (and pooled connections): one on SQLite, which takes one writer at a
+    time, a few on PostgreSQL. Each stores what waits in one transaction."""
+    if sa.make_url(settings.state.url).get_backend_name() == "sqlite":
+        return 1
+    return SERVE_PG_WRITERS
+
+
+SERVE_PG_WRITERS = 4
+
+
+def webhook_listener(
+    listen: str, state: sa.Engine, tokens: TokenChecker, metrics: ServeMetrics, writers: int
+) -> Listener:
+    """The webhook listener on `listen`, storing into `state` with `writers` writer threads."""
+    store_queue = StoreQueue(intake_for(state, utc_now), writers=writers)
+    app = create_webhook_app(
+        store=store_queue.store,
+        tokens=tokens,
+        metrics=metrics,
+        health_check=lambda: state_reachable(state),
+    )
+    return Listener("webhooks", "webhooks.listen", listen, app, close=store_queue.close)
+
+
+def serve_listeners(settings: Settings, state: sa.Engine, metrics: ServeMetrics) -> list[Listener]:
+    """The listeners `propready serve` starts: only those configured (design.md 8.5)."""
+    listeners = []
+    if settings.webhooks.listen:
+        tokens = TokenChecker(settings.webhooks.valid_tokens())
+        writers = serve_store_concurrency(settings)
+        listen = settings.webhooks.listen
+        listeners.append(webhook_listener(listen, state, tokens, metrics, writers))
+    # The web console's listener ([console] listen) joins here, as its own Listener.
+    return listeners

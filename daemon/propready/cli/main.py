@@ -20,7 +20,9 @@ from propready.cli.report_command import report_command
 from propready.cli.rules_commands import rules_group
 from propready.cli.run_commands import check_command, run_command
 from propready.cli.sandbox_command import sandbox_command
+from propready.cli.serve_command import serve_command
 from propready.cli.simulate_command import simulate_command
+from propready.cli.webhooks_commands import webhooks_group
 from propready.settings import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -62,6 +64,8 @@ for command in (
     sandbox_command,
     simulate_command,
     backfill_command,
+    serve_command,
+    webhooks_group,
 ):
     cli.add_command(command)
 

@@ -107,6 +107,61 @@ logger = structlog.get_logger()
     help="How long a `stall` fault keeps the connection silent before closing it.",
 )
 @click.option(
+    "--webhook-url",
+    metavar="URL",
+    help="Send the order-status webhooks here, like the vendor (e.g. propready serve's "
+    "http://127.0.0.1:8710/webhooks/planomatic/TOKEN).",
+)
+@click.option(
+    "--webhook-retry-seconds",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0),
+    default=360.0,
+    show_default=True,
+    help="Wait between tries of a delivery that got no 2xx; later ones wait behind it.",
+)
+@click.option(
+    "--webhook-attempts",
+    metavar="N",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Tries per delivery before it is dropped (the vendor would e-mail it instead).",
+)
+@click.option(
+    "--webhook-shape",
+    type=click.Choice(["flat", "nested"]),
+    default="flat",
+    show_default=True,
+    help="flat: the retrieve order with `event`; nested: {event, event_datetime, order}.",
+)
+@click.option(
+    "--webhook-event",
+    "webhook_events",
+    metavar="EVENT",
+    multiple=True,
+    help="Subscribe to this event only (repeatable); default: every event.",
+)
+@click.option(
+    "--webhook-duplicates",
+    metavar="N",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Test knob: send every delivery N extra times.",
+)
+@click.option(
+    "--webhook-out-of-order",
+    is_flag=True,
+    help="Test knob: send two queued deliveries newer first.",
+)
+@click.option(
+    "--auto-advance",
+    metavar="SECONDS",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Walk every order one status along every SECONDS, until delivered.",
+)
+@click.option(
     "--url-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="After binding, write the base URL here, so scripts using --port 0 learn the port.",
@@ -124,6 +179,14 @@ def sandbox_command(
     latency: float,
     faults: tuple[str, ...],
     stall_seconds: float,
+    webhook_url: str | None,
+    webhook_retry_seconds: float,
+    webhook_attempts: int,
+    webhook_shape: str,
+    webhook_events: tuple[str, ...],
+    webhook_duplicates: int,
+    webhook_out_of_order: bool,
+    auto_advance: float | None,
     url_file: Path | None,
 ) -> None:
     """Serve a local look-alike of the PlanOmatic V3 Order API until SIGTERM or Ctrl-C.
@@ -133,12 +196,22 @@ def sandbox_command(
     Point propready's [planomatic] base_url at it for trials.
 
     Back-office control: POST /_sandbox/advance with {"order_id": N} moves an order one
-    status along (new_request, ordered, scheduling, scheduled, ...), or to {"status": S}.
+    status along (new_request, ordered, scheduling, scheduled, on_site, post_processing,
+    completed), or to {"to": S}: a status, or the steps delivered, unable_to_complete and
+    canceled (with an optional "reason").
+
+    Webhooks: with --webhook-url every status step sends its event (order.received,
+    order.processed, appointment.scheduled, order.post_processing, order.delivered with
+    appointments, links and photos, order.canceled, appointment.unable_to_complete, ...) in
+    order, retried like the vendor. GET /_sandbox/webhooks shows the queue and the delivery
+    log; POST it {"pause": true|false, "reverse": true, "resend": SEQ, "duplicates": N}.
 
     \b
     Example: propready sandbox --port 8765 --duplicate-hours 24
     Example: propready sandbox --rate-limit 100 --rate-window 6 --latency 0.1
     Example: propready sandbox --fault create=429,drop --stall-seconds 5
+    Example: propready sandbox --auto-advance 2 --webhook-retry-seconds 5 \\
+               --webhook-url http://127.0.0.1:8710/webhooks/planomatic/TOKEN
     """
     queued: dict[str, list[str]] = {}
     for spec in faults:
@@ -159,6 +232,14 @@ def sandbox_command(
         latency_seconds=latency,
         stall_seconds=stall_seconds,
         faults={action: tuple(kinds) for action, kinds in queued.items()},
+        webhook_url=webhook_url,
+        webhook_retry_seconds=webhook_retry_seconds,
+        webhook_attempts=webhook_attempts,
+        webhook_shape="nested" if webhook_shape == "nested" else "flat",
+        webhook_duplicates=webhook_duplicates,
+        webhook_out_of_order=webhook_out_of_order,
+        webhook_events=frozenset(webhook_events) if webhook_events else None,
+        auto_advance_seconds=auto_advance,
     )
     server = SandboxServer(config, host=host, port=port)
     _serve_until_signalled(server, url_file)

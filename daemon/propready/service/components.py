@@ -63,7 +63,17 @@ class Pacer:
 
 
 CRASH_ENV = "PROPREADY_CRASH_AT"
-CRASH_POINTS = frozenset({"after_plan", "after_lease", "after_post", "after_outcome"})
+CRASH_POINTS = frozenset(
+    {
+        "after_plan",
+        "after_lease",
+        "after_post",
+        "after_outcome",
+        # `propready serve`: a delivery inserted but not committed / committed but not answered
+        "delivery_before_commit",
+        "delivery_after_commit",
+    }
+)
 
 
 def crash_point(name: str) -> None:

@@ -23,14 +23,17 @@ from propready.adapters.sandbox.ledger import (
     FixedWindowRateLimiter,
     Ledger,
     NotCancelable,
+    Step,
     UnknownOrder,
 )
+from propready.adapters.sandbox.lifecycle import webhook_body
 from propready.adapters.sandbox.validation import (
     ValidationError,
     validate_cancel,
     validate_create,
     validate_retrieve,
 )
+from propready.adapters.sandbox.webhooks import WebhookSender
 
 ROUTES = {
     "/api/v3/orders/create": "create",
@@ -40,6 +43,7 @@ ROUTES = {
 
 
 CONTROL_ADVANCE = "/_sandbox/advance"
+CONTROL_WEBHOOKS = "/_sandbox/webhooks"
 _PROXY_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body>Bad gateway</body></html>"
 
 
@@ -71,6 +75,59 @@ class SandboxApp:
             "retrieve": self._retrieve,
             "cancel": self._cancel,
         }
+        self.webhooks: WebhookSender | None = None
+        if config.webhook_url is not None:
+            self.webhooks = WebhookSender(
+                config.webhook_url,
+                retry_seconds=config.webhook_retry_seconds,
+                attempts=config.webhook_attempts,
+                duplicates=config.webhook_duplicates,
+                out_of_order=config.webhook_out_of_order,
+            )
+        self._stop_advancing = threading.Event()
+        self._advancer: threading.Thread | None = None
+
+    # --- background work: webhook deliveries and --auto-advance ------------------------------
+
+    def start_background(self) -> None:
+        if self.webhooks is not None:
+            self.webhooks.start()
+        if self.config.auto_advance_seconds is not None and self._advancer is None:
+            self._advancer = threading.Thread(
+                target=self._auto_advance, name="sandbox-auto-advance", daemon=True
+            )
+            self._advancer.start()
+
+    def stop_background(self) -> None:
+        self._stop_advancing.set()
+        if self._advancer is not None:
+            self._advancer.join(timeout=5)
+        if self.webhooks is not None:
+            self.webhooks.stop()
+
+    def advance(self, order_id: int, status: str | None, reason: str | None = None) -> Step:
+        """Move an order as the vendor's back office would, and send the step's webhook."""
+        step = self.ledger.progress(order_id, status, self._now(), reason=reason)
+        self._publish(step)
+        return step
+
+    def _auto_advance(self) -> None:
+        seconds = self.config.auto_advance_seconds
+        assert seconds is not None
+        tick = min(max(seconds / 5, 0.01), 0.5)
+        while not self._stop_advancing.wait(tick):
+            now = self._now()
+            for order_id in self.ledger.due_for_step(now - timedelta(seconds=seconds)):
+                self._publish(self.ledger.progress(order_id, None, now))
+
+    def _publish(self, step: Step) -> None:
+        events = self.config.webhook_events
+        if self.webhooks is None or step.event is None:
+            return
+        if events is not None and step.event not in events:
+            return  # the subscription did not ask for it
+        body = webhook_body(step.order, step.event, self._now(), self.config.webhook_shape)
+        self.webhooks.publish(step.event, step.order.get("order_id"), body)
 
     def requests_seen(self) -> int:
         with self._counter_lock:
@@ -83,6 +140,8 @@ class SandboxApp:
         route = urlsplit(path).path
         if route == CONTROL_ADVANCE and method == "POST":
             return self._advance(_json_object(raw_body))
+        if route == CONTROL_WEBHOOKS and method in ("GET", "POST"):
+            return self._control_webhooks(_json_object(raw_body) if method == "POST" else {})
         action = ROUTES.get(route)
         if action is None:
             return Reply(404, {"code": 404, "status": "not-found"})
@@ -109,19 +168,50 @@ class SandboxApp:
         return reply
 
     def _advance(self, body: Mapping[str, Any] | None) -> Reply:
-        """Back-office control (no api key): move an order to `status`, or one step along."""
+        """Back-office control (no api key): move an order to `status` (or `to`: a status or
+        the steps unable_to_complete, delivered, canceled), or one step along; with `reason`
+        for a cancel or an unable-to-complete."""
         if body is None or not isinstance(body.get("order_id"), int):
             return _validation_error([{"attr": "order_id", "message": "missing"}])
-        status = body.get("status")
+        status = body.get("to", body.get("status"))
+        reason = body.get("reason")
         try:
-            order = self.ledger.progress(
-                body["order_id"], status if isinstance(status, str) else None
+            step = self.advance(
+                body["order_id"],
+                status if isinstance(status, str) else None,
+                reason if isinstance(reason, str) else None,
             )
         except KeyError:
             return _validation_error([_unrecognized_order()])
         except ValueError:
-            return _validation_error([{"attr": "status", "message": "unrecognized"}])
-        return _success(200, order)
+            attr = "to" if "to" in body else "status"
+            return _validation_error([{"attr": attr, "message": "unrecognized"}])
+        return _success(200, step.order)
+
+    def _control_webhooks(self, body: Mapping[str, Any] | None) -> Reply:
+        """GET: the subscription's queue and delivery log. POST: {"pause": bool, "reverse":
+        true, "resend": SEQ, "duplicates": N}, applied in that order, then the same report."""
+        if self.webhooks is None:
+            return _validation_error([{"attr": "webhooks", "message": "not_configured"}])
+        if body is None:
+            return _validation_error([{"attr": "body", "message": "invalid_json"}])
+        sender = self.webhooks
+        if body.get("pause") is True:
+            sender.pause()
+        if body.get("reverse") is True:
+            sender.reverse()
+        resend = body.get("resend")
+        if isinstance(resend, int) and not isinstance(resend, bool):
+            try:
+                sender.resend(resend)
+            except KeyError:
+                return _validation_error([{"attr": "resend", "message": "unrecognized"}])
+        duplicates = body.get("duplicates")
+        if isinstance(duplicates, int) and not isinstance(duplicates, bool) and duplicates >= 0:
+            sender.set_duplicates(duplicates)
+        if body.get("pause") is False:
+            sender.resume()
+        return Reply(200, {"code": 200, "status": "action-successful", "data": sender.status()})
 
     def _now(self) -> datetime:
         moment = self._clock() if self._clock is not None else datetime.now(UTC)
@@ -149,6 +239,7 @@ class SandboxApp:
             return _validation_error(
                 [{"attr": "external_property_id", "message": self.config.duplicate_message}]
             )
+        self._publish(Step(order, "order.received"))
         return _success(201, order)
 
     def _retrieve(self, body: Mapping[str, Any]) -> Reply:
@@ -172,6 +263,7 @@ class SandboxApp:
             return _validation_error([_unrecognized_order()])
         except NotCancelable:
             return _validation_error([{"attr": "order_id", "message": "not_cancelable"}])
+        self._publish(Step(order, "order.canceled"))
         return _success(200, order)
 
 

@@ -14,6 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from propready.adapters.sandbox.lifecycle import (
+    HAPPY_PATH,
+    STEP_ALIASES,
+    UNABLE_TO_COMPLETE,
+    apply_status,
+    new_order_fields,
+)
 from propready.adapters.sandbox.validation import OrderRef
 
 FIRST_ORDER_ID = 100001
@@ -31,15 +38,8 @@ KNOWN_STATUSES = frozenset({
     "submitted", "submitted_cancel_onsite", "unscheduled",
 })
 # fmt: on
-# One step along the likely happy path (planomatic-api.md 2.1), for "advance" without a status.
-HAPPY_PATH = {
-    "new_request": "ordered",
-    "ordered": "scheduling",
-    "scheduling": "scheduled",
-    "scheduled": "on_site",
-    "on_site": "post_processing",
-    "post_processing": "completed",
-}
+# Steps /_sandbox/advance takes besides plain statuses.
+STEPS = frozenset({UNABLE_TO_COMPLETE, *STEP_ALIASES})
 
 
 class LedgerRejection(Exception):
@@ -63,6 +63,15 @@ class _Entry:
     owner: str  # the api key that created the order; kept out of the order so it is never echoed
     created_at: datetime
     order: dict[str, Any]
+    stepped_at: datetime  # its last status change, for --auto-advance
+
+
+@dataclass(frozen=True)
+class Step:
+    """One status change: the order as it is now, and the webhook event it sends (if any)."""
+
+    order: dict[str, Any]
+    event: str | None
 
 
 class Ledger:
@@ -95,10 +104,12 @@ class Ledger:
                 "legacy_order_id": None,
                 "order_status": NEW_ORDER_STATUS,
                 "created": now.astimezone(UTC).isoformat(timespec="milliseconds"),
+                "event": "order.received",
+                **new_order_fields(),
             }
             self._next_order_id += 1
             self._next_request_id += 1
-            self._entries.append(_Entry(owner, now, order))
+            self._entries.append(_Entry(owner, now, order, now))
             return copy.deepcopy(order)
 
     def find(self, owner: str, ref: OrderRef) -> dict[str, Any]:
@@ -113,35 +124,45 @@ class Ledger:
             order["order_status"] = CANCELED_STATUS
             order["cancelation_reason"] = reason
             order["cancelation_notes"] = notes
+            order["order_cancelation_reason"] = reason
+            order["order_cancelation_notes"] = notes
+            order["event"] = "order.canceled"
             return copy.deepcopy(order)
 
-    def advance_status(self, order_id: int, status: str) -> None:
-        """Move an order along as the vendor's back office would; for tests and demos."""
-        if status not in KNOWN_STATUSES:
-            raise ValueError(f"{status!r} is not a PlanOmatic order status")
-        with self._lock:
-            for entry in self._entries:
-                if entry.order["order_id"] == order_id:
-                    entry.order["order_status"] = status
-                    return
-        raise KeyError(order_id)
-
-    def progress(self, order_id: int, status: str | None = None) -> dict[str, Any]:
-        """Set `status`, or move one step along the usual path; return the order.
+    def progress(
+        self,
+        order_id: int,
+        status: str | None,
+        now: datetime,
+        *,
+        reason: str | None = None,
+    ) -> Step:
+        """Set `status` (or a step: unable_to_complete, delivered), or move one step along the
+        usual path; the order and the event it sends. An order at the end of the path stays.
 
         KeyError for an unknown order, ValueError for an unknown status.
         """
-        if status is not None and status not in KNOWN_STATUSES:
+        if status is not None and status not in KNOWN_STATUSES and status not in STEPS:
             raise ValueError(f"{status!r} is not a PlanOmatic order status")
         with self._lock:
             for entry in self._entries:
                 if entry.order["order_id"] == order_id:
-                    current = entry.order["order_status"]
-                    if status is None:
-                        status = HAPPY_PATH.get(current, current)
-                    entry.order["order_status"] = status
-                    return copy.deepcopy(entry.order)
+                    target = status or HAPPY_PATH.get(entry.order["order_status"])
+                    if target is None:
+                        return Step(copy.deepcopy(entry.order), None)
+                    event = apply_status(entry.order, target, now, reason=reason)
+                    entry.stepped_at = now
+                    return Step(copy.deepcopy(entry.order), event)
         raise KeyError(order_id)
+
+    def due_for_step(self, stepped_before: datetime) -> list[int]:
+        """Orders on the usual path whose last step is older than `stepped_before`."""
+        with self._lock:
+            return [
+                entry.order["order_id"]
+                for entry in self._entries
+                if entry.stepped_at <= stepped_before and entry.order["order_status"] in HAPPY_PATH
+            ]
 
     def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -23,6 +23,7 @@ import structlog
 
 from propready.adapters.sandbox.app import Reply, SandboxApp
 from propready.adapters.sandbox.config import SandboxConfig
+from propready.adapters.sandbox.webhooks import WebhookSender
 
 logger = structlog.get_logger()
 
@@ -62,6 +63,7 @@ class SandboxServer:
             raise RuntimeError("a sandbox server can be started once")
         # Marked before the thread runs so a stop() right after start() still shuts it down.
         self._serving = True
+        self._app.start_background()
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             args=(SHUTDOWN_POLL_SECONDS,),
@@ -74,6 +76,7 @@ class SandboxServer:
     def serve_forever(self) -> None:
         """Serve in the calling thread; another thread must call `stop()`."""
         self._serving = True
+        self._app.start_background()
         self._httpd.serve_forever(SHUTDOWN_POLL_SECONDS)
 
     def stop(self) -> None:
@@ -88,6 +91,7 @@ class SandboxServer:
         if self._thread is not None:
             self._thread.join()
         self._httpd.server_close()
+        self._app.stop_background()
 
     def __enter__(self) -> SandboxServer:
         return self.start()
@@ -110,8 +114,14 @@ class SandboxServer:
         return self._app.requests_seen()
 
     def advance_status(self, order_id: int, status: str) -> None:
-        """Set an order's status as the vendor's back office would (KeyError if unknown)."""
-        self._app.ledger.advance_status(order_id, status)
+        """Set an order's status as the vendor's back office would (KeyError if unknown), and
+        send the step's webhook when a subscription is configured."""
+        self._app.advance(order_id, status)
+
+    @property
+    def webhooks(self) -> WebhookSender | None:
+        """The webhook subscription (None when no --webhook-url), for tests to drive and read."""
+        return self._app.webhooks
 
     def inject(self, action: str, *kinds: str) -> None:
         """Queue faults for the next requests of `action` (see `sandbox.faults`)."""

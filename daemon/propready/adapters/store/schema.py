@@ -188,3 +188,31 @@ audit_chain_head = sa.Table(
     sa.Column("id", sa.SmallInteger(), primary_key=True, autoincrement=False),
     sa.Column("xact_id", sa.BigInteger(), nullable=False, server_default="0"),
 )
+
+# Webhook deliveries (migration 0006): every body `propready serve` accepted, masked, once each
+# (dedupe_hash), with the fields the applier sorts and matches on. See adapters/store/deliveries.
+webhook_delivery = sa.Table(
+    "webhook_delivery",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    # SHA-256 of the canonical JSON of the masked body: the vendor's retries are stored once.
+    sa.Column("dedupe_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("state", sa.String(16), nullable=False),  # pending|applied|unmatched|malformed
+    sa.Column("vendor_order_id", sa.String(64), nullable=True),
+    sa.Column("vendor_request_id", sa.String(64), nullable=True),
+    sa.Column("external_order_id", sa.String(255), nullable=True),
+    sa.Column("external_property_id", PROPERTY_ID, nullable=True),
+    sa.Column("event", sa.String(100), nullable=True),
+    sa.Column("event_at", UtcDateTime, nullable=True),
+    sa.Column("order_status", sa.String(64), nullable=True),  # the status the news stands for
+    sa.Column("status_rank", sa.Integer(), nullable=True),  # core.vendor_status.status_rank
+    sa.Column("body", Json, nullable=True),  # the masked JSON; NULL when the body was not JSON
+    sa.Column("raw_text", sa.Text(), nullable=True),  # the masked text of a non-JSON body
+    sa.Column("problem", sa.Text(), nullable=True),  # why malformed / unmatched, what was dropped
+    sa.Column("applied_at", UtcDateTime, nullable=True),  # NULL until applied (or replayed)
+    sa.Index(None, "state", "applied_at"),
+    sa.Index(None, "vendor_order_id", "event_at"),
+    sa.Index(None, "external_order_id"),
+    sa.Index(None, "received_at"),
+)
