@@ -59,9 +59,17 @@ def history(state_url: str, tmp_path: Path) -> Iterator[sa.Engine]:
                 clock.now += step
                 pm.set(code, **values)
                 run_cycle(parts, clock)
-            parts.client._api_key = "not-a-key"  # the vendor answers 400 api_key/unauthorized
-            pm.set("H4", status="Vacant Unrented Ready")
-            run_cycle(parts, clock)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        body = (
+            b'{"code":400,"status":"validation-error","errors":'
+            b'[{"attr":"billing_entity_slug","message":"unauthorized"}]}'
+        )
+        return httpx.Response(400, content=body)
+
+    with wired(settings, transport=httpx.MockTransport(refuse)) as parts:
+        pm.set("H4", status="Vacant Unrented Ready")
+        run_cycle(parts, clock)  # the vendor refuses the billing entity: rejected
 
     def crash(request: httpx.Request) -> httpx.Response:
         return httpx.Response(500, content=b'{"code":500,"status":"application-crash"}')
@@ -144,7 +152,7 @@ def test_rejections_by_field(history: sa.Engine) -> None:
     """A 400 is counted under each field the vendor named."""
     rows = _view(history, "audit_rejections_by_field", "field")
     assert [(r["field"], r["message"], r["rejections"], r["orders"]) for r in rows] == [
-        ("api_key", "unauthorized", 1, 1)
+        ("billing_entity_slug", "unauthorized", 1, 1)
     ]
     (detail,) = _view(history, "audit_rejections", "rejected_at")
     assert (detail["external_property_id"], detail["status"]) == ("H4", "validation-error")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from datetime import timedelta
@@ -11,7 +12,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from propready.adapters.sandbox import SandboxServer
+from propready.adapters.sandbox import SandboxConfig, SandboxServer
 from propready.adapters.store import audit, outbox
 from propready.adapters.store.schema import audit_log, orders
 from propready.core.orders import Order, OrderState
@@ -180,18 +181,25 @@ def test_vendor_rejection_is_final_and_names_the_fields(
     clock = Clock()
     pm.set("H1", zip=None)  # passes our checks only if the field is present: make it empty
     pm.set("H1", zip="80205")
-    with wired(make_settings(state_url, pm.url, sandbox.url)) as parts:
+    # A sandbox whose key bills other entities: it refuses investment_entity_1.
+    config = dataclasses.replace(
+        SandboxConfig.default(), api_keys={"sandbox-key": frozenset({"other_entity"})}
+    )
+    with (
+        SandboxServer(config) as strict,
+        wired(make_settings(state_url, pm.url, strict.url)) as parts,
+    ):
         run_cycle(parts, clock)
         pm.set("H1", status="Vacant Unrented Ready")
-        # A key the sandbox does not know: the vendor rejects it with api_key/unauthorized.
-        parts.client._api_key = "not-a-key"
         summary = run_cycle(parts, clock)
         (order,) = _orders(parts.state)
         with parts.state.connect() as connection:
             (rejected,) = audit.query_events(connection, kinds=["order_rejected"])
     assert summary.rejected == 1
     assert order.state == OrderState.REJECTED
-    assert {"attr": "api_key", "message": "unauthorized"} in rejected["detail"]["errors"]
+    assert {"attr": "billing_entity_slug", "message": "unauthorized"} in rejected["detail"][
+        "errors"
+    ]
 
 
 def test_unreachable_vendor_schedules_a_retry(state_url: str, pm: PmDatabase) -> None:

@@ -5,7 +5,9 @@ Exception hierarchy (callers branch on these, never on httpx's):
     VendorError
     ├── VendorNotReached      the request provably did not reach PlanOmatic: safe to send again
     │   ├── VendorRateLimited   HTTP 429
-    │   └── VendorUnreachable   connection refused, DNS failure, connect timeout
+    │   ├── VendorUnreachable   connection refused, DNS failure, connect timeout
+    │   └── VendorKeyRefused    HTTP 401/403, or a 400 naming `api_key`: a configuration
+    │                           failure (nothing was created), not an order outcome
     ├── VendorRejected        HTTP 400 validation-error: final; `field_errors` names each field
     └── VendorAmbiguous       5xx, read timeout, connection dropped after the request was written,
                               an unreadable answer: the order may or may not exist now
@@ -44,6 +46,15 @@ class VendorRateLimited(VendorNotReached):
 
 class VendorUnreachable(VendorNotReached):
     """The connection was never established."""
+
+
+class VendorKeyRefused(VendorNotReached):
+    """PlanOmatic refused the API key: nothing was created, and nothing will be until the key is
+    fixed. `vendor_words` is what the vendor said (never the key)."""
+
+    def __init__(self, vendor_words: str) -> None:
+        super().__init__(f"PlanOmatic refused the API key: {vendor_words}")
+        self.vendor_words = vendor_words
 
 
 class VendorAmbiguous(VendorError):
@@ -187,6 +198,9 @@ def _interpret(response: httpx.Response) -> Mapping[str, Any]:
             return body
     if status == 429:
         raise VendorRateLimited("HTTP 429 rate-limit-exceeded")
+    if status in (401, 403):
+        words = str(body.get("status") or body.get("message") or "") if body else ""
+        raise VendorKeyRefused(f"HTTP {status} {words}".strip())
     if status == 400 and body is not None:
         raw_errors = body.get("errors")
         errors = [
@@ -194,6 +208,9 @@ def _interpret(response: httpx.Response) -> Mapping[str, Any]:
             for e in (raw_errors if isinstance(raw_errors, list) else [])
             if isinstance(e, Mapping)
         ]
+        key_errors = [e for e in errors if e.attr == "api_key"]
+        if key_errors:
+            raise VendorKeyRefused("; ".join(map(str, key_errors)))
         raise VendorRejected(errors, str(body.get("status", "validation-error")))
     if status == 400:
         # Not the vendor's error format: whoever answered, we cannot prove nothing was saved.

@@ -136,6 +136,7 @@ class CycleSummary:
     parked: int = 0  # leased orders given back unsent because the daemon is stopping
     status_checked: int = 0
     status_changed: int = 0
+    sending_paused: str | None = None  # why sending is paused for every host, when it is
 
     def as_dict(self) -> dict[str, int | float | bool | str | None]:
         return dict(self.__dict__)

@@ -19,11 +19,13 @@ import structlog
 from propready.adapters.planomatic import (
     PlanomaticClient,
     VendorAmbiguous,
+    VendorKeyRefused,
     VendorNotReached,
     VendorRateLimited,
     VendorRejected,
 )
-from propready.adapters.store import audit, outbox
+from propready.adapters.store import audit, outbox, sending
+from propready.adapters.store.sending import key_fingerprint
 from propready.core.audit_kinds import AuditKind
 from propready.core.orders import Order, OrderState, resend_is_covered
 from propready.service.components import Components, CycleSummary, crash_point
@@ -55,16 +57,24 @@ def send_due(
     if components.client is None or components.settings.orders.mode == "dry_run":
         return False
     crash_point("after_plan")
+    fingerprint = key_fingerprint(components.settings.planomatic.api_key.get_secret_value())
     for _ in range(limit):
         if components.stop_requested.is_set() or (should_stop is not None and should_stop()):
             return True
         with components.state.begin() as connection:
+            paused = sending.current_pause(connection)
+            if paused is not None and paused.holds_for(fingerprint):
+                summary.sending_paused = paused.reason
+                return False
             order = outbox.claim_due(connection, components.owner, now(), _lease(components))
             if order is None:
                 return False
             if not _start_sending(components, connection, order, now(), summary):
                 continue
-        _send_leased(components, components.client, order, now, summary)
+        # Under a pause for another key, this order tells whether the new key works.
+        trial = paused is not None
+        if not _send_leased(components, components.client, order, now, summary, trial=trial):
+            return False
     return True
 
 
@@ -112,16 +122,24 @@ def _send_leased(
     order: Order,
     now: Callable[[], datetime],
     summary: CycleSummary,
-) -> None:
-    """Wait for a rate-limit slot, then POST and record: phases 3 and 4 for a leased order."""
+    *,
+    trial: bool = False,
+) -> bool:
+    """Wait for a rate-limit slot, then POST and record: phases 3 and 4 for a leased order.
+
+    False when sending must stop: the vendor refused the API key.
+    """
     crash_point("after_lease")
     summary.rate_limit_wait_seconds += components.pacer.wait(components.state)
     if not _still_ours(components, order, now(), summary):
-        return
+        return True
     summary.sent += 1
     # Phase 3: the one foreign call.
     try:
         placed = client.create_order(order.payload)
+    except VendorKeyRefused as exc:
+        _pause_for_refused_key(components, order, exc, now(), summary)
+        return False
     except VendorRejected as exc:
         crash_point("after_post")
         if exc.is_duplicate and order.ambiguous_at is not None:
@@ -176,6 +194,61 @@ def _send_leased(
             vendor_status=placed.order_status,
         )
     crash_point("after_outcome")
+    if trial:
+        _lift_pause(components, now())
+    return True
+
+
+def _pause_for_refused_key(
+    components: Components,
+    order: Order,
+    exc: VendorKeyRefused,
+    now: datetime,
+    summary: CycleSummary,
+) -> None:
+    """The key is wrong: a configuration failure, not this order's outcome. The order goes back
+    to `planned` (its attempt not counted) and every host stops sending with this key."""
+    key = components.settings.planomatic.api_key.get_secret_value()
+    summary.sending_paused = exc.vendor_words
+    with components.state.begin() as connection:
+        outbox.park(connection, order.id, components.owner, now)
+        sending.pause(
+            connection,
+            reason=f"api_key_refused: {exc.vendor_words}",
+            key_fingerprint=key_fingerprint(key),
+            by=components.owner,
+            now=now,
+        )
+        audit.record(
+            connection,
+            AuditKind.SENDING_PAUSED,
+            now,
+            **order_refs(order),
+            detail={
+                "reason": "api_key_refused",
+                "vendor_said": exc.vendor_words,
+                "state": OrderState.PLANNED.value,
+                "what_to_do": "fix [planomatic] api_key, then reload (SIGHUP) or restart; "
+                "orders wait in planned and are sent once a key is accepted",
+            },
+        )
+    log.error("sending_paused", reason="api_key_refused", vendor_said=exc.vendor_words)
+
+
+def _lift_pause(components: Components, now: datetime) -> None:
+    """Another key got a definite answer from the vendor: the pause for the refused key ends."""
+    with components.state.begin() as connection:
+        paused = sending.current_pause(connection)
+        if paused is None or paused.key_fingerprint is None:
+            return  # an operator's pause ends only by `propready sending resume`
+        sending.resume(connection)
+        audit.record(
+            connection,
+            AuditKind.SENDING_RESUMED,
+            now,
+            detail={"reason": "the vendor accepted the new API key", "was": paused.reason},
+        )
+    log.warning("sending_resumed", reason="the vendor accepted the new API key")
 
 
 def handle_ambiguous(

@@ -191,6 +191,18 @@ audit_chain_head = sa.Table(
 
 # Webhook deliveries (migration 0006): every body `propready serve` accepted, masked, once each
 # (dedupe_hash), with the fields the applier sorts and matches on. See adapters/store/deliveries.
+# Sending paused for every host: the vendor refused the API key whose fingerprint is kept (never
+# the key), or an operator paused it (`propready sending pause`). Migration 0010.
+sending_pause = sa.Table(
+    "sending_pause",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("paused_at", UtcDateTime, nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("key_fingerprint", sa.String(64), nullable=True),
+    sa.Column("paused_by", sa.String(255), nullable=False),
+)
+
 webhook_delivery = sa.Table(
     "webhook_delivery",
     metadata,
