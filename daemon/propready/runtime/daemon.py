@@ -164,6 +164,13 @@ class Daemon:
             log.info(
                 "metrics_listening", address=f"http://{host}:{port}", paths="/metrics /healthz"
             )
+            if settings.metrics.beyond_loopback:
+                log.warning(
+                    "metrics_beyond_loopback",
+                    listen=listen,
+                    reason="/metrics and /healthz have no authentication; listen on 127.0.0.1 "
+                    "or firewall the port",
+                )
         log.info(
             "starting",
             mode=settings.orders.mode,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ def create_state_engine(url: str, **kwargs: Any) -> sa.Engine:
 
 
 def _sqlite_engine(url: sa.URL, **kwargs: Any) -> sa.Engine:
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+        _create_private(Path(url.database))
     engine = sa.create_engine(url, **kwargs)
 
     @sa.event.listens_for(engine, "connect")
@@ -43,3 +44,19 @@ def _sqlite_engine(url: sa.URL, **kwargs: Any) -> sa.Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (0600) if it does not exist yet.
+
+    The state holds order payloads with access codes. SQLite gives the `-wal` and `-shm` files
+    the mode of the database file, so they are private too; whatever the process umask is (the
+    unit sets 0077, but `propready db upgrade` run by hand may not). An existing file keeps the
+    mode an operator gave it.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(descriptor)
