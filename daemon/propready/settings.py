@@ -197,6 +197,8 @@ class DaemonSettings(_Section):
     stop_timeout_seconds: float = Field(default=45, gt=0, le=3600)
     # The systemd watchdog is fed only while some job has finished within this many seconds.
     watchdog_stall_seconds: float = Field(default=600, ge=1, le=86400)
+    # How often the audit chain's head is published (log event audit_anchor and a metric).
+    audit_anchor_interval_seconds: float = Field(default=900, ge=10, le=86400)
 
 
 class LogSettings(_Section):

@@ -14,6 +14,7 @@ from propready.adapters.rule_reloader import pending_refusals
 from propready.adapters.rulefiles import RuleFileError, load_rule_set
 from propready.adapters.source import SourceUnavailable, create_source_engine, query_columns
 from propready.adapters.store import migrate, properties
+from propready.adapters.store.audit_chain import audit_owner_role, trigger_problems
 from propready.adapters.store.engine import create_state_engine
 from propready.cli.context import settings_from
 from propready.service import run_cycle
@@ -103,11 +104,38 @@ def check_command(ctx: click.Context) -> None:
     results.append(_check_source(settings))
     results.append(_check_vendor(settings))
     results.extend(_check_exposure(settings))
+    results.extend(_check_audit_guard(settings))
     for name, ok, detail in results:
         verdict = "WARN" if ok is None else "PASS" if ok else "FAIL"
         click.echo(f"{verdict}  {name:<8} {detail}")
     if any(ok is False for _, ok, _ in results):
         sys.exit(1)
+
+
+def _check_audit_guard(settings: Settings) -> list[tuple[str, bool | None, str]]:
+    """The audit log's triggers are in place, and (PostgreSQL) the daemon's role cannot remove
+    them: a role that owns audit_log can disable its triggers and delete rows."""
+    engine = create_state_engine(settings.state.url)
+    try:
+        with engine.connect() as connection:
+            problems = trigger_problems(connection)
+            owner = audit_owner_role(connection)
+    except sa.exc.SQLAlchemyError:
+        return []  # the state line already says what is wrong with the database
+    finally:
+        engine.dispose()
+    found: list[tuple[str, bool | None, str]] = [("audit", False, p) for p in problems]
+    if owner is not None:
+        found.append(
+            (
+                "audit",
+                None,
+                f"state.url connects as {owner}, which owns audit_log (or is a superuser): it "
+                "could disable the audit triggers and delete rows; run the daemon as a role "
+                "with INSERT and SELECT on audit_log only (RUNBOOK, Database roles)",
+            )
+        )
+    return found
 
 
 def _check_exposure(settings: Settings) -> list[tuple[str, bool | None, str]]:

@@ -9,6 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from propready.adapters.store import audit
+
 
 def create_state_engine(url: str, **kwargs: Any) -> sa.Engine:
     """An engine for the state database at `url` (SQLite file or PostgreSQL)."""
@@ -18,7 +20,18 @@ def create_state_engine(url: str, **kwargs: Any) -> sa.Engine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, **kwargs)
     kwargs.setdefault("pool_pre_ping", True)  # survive a PostgreSQL restart between cycles
-    return sa.create_engine(parsed, **kwargs)
+    engine = sa.create_engine(parsed, **kwargs)
+
+    @sa.event.listens_for(engine, "connect")
+    def _name_the_host(dbapi_connection: Any, _record: Any) -> None:
+        # The audit trigger stamps each row's host from this session setting (migration 0005),
+        # so it is set once per connection rather than sent with every row.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT set_config('propready.host', %s, false)", (audit.HOST,))
+        cursor.close()
+        dbapi_connection.commit()
+
+    return engine
 
 
 def _sqlite_engine(url: sa.URL, **kwargs: Any) -> sa.Engine:
