@@ -9,6 +9,7 @@ the file, line, key and reason (`ConfigError`), which the CLI prints as one line
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import sqlparse
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,9 +30,25 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_CONFIG_PATH = Path("/etc/propready/propready.toml")
 ENV_PREFIX = "PROPREADY_"
+
+
+DEFAULT_SECRET_COLUMNS = ("access_code", "lockbox_location")
+
+
+def sql_statements(text: str) -> list[str]:
+    """The statements in `text`, comments and empty statements left out (string literals,
+    quoted names, dollar quotes and comments may hold `;`, so this needs a real SQL lexer)."""
+    statements = []
+    for statement in sqlparse.split(text):
+        bare = sqlparse.format(statement, strip_comments=True).strip().strip(";").strip()
+        if bare:
+            statements.append(bare)
+    return statements
 
 
 class ConfigError(Exception):
@@ -61,6 +79,35 @@ class SourceSettings(_Section):
     types: dict[str, Literal["date", "timestamp", "number", "integer", "boolean", "text"]] = Field(
         default_factory=dict
     )
+    # Columns (names as the query returns them) whose values are secrets: masked wherever facts
+    # are shown or stored, and scrubbed from error texts. The default is what lets someone into
+    # a home: the access code and where the lockbox is.
+    secret_columns: tuple[str, ...] = DEFAULT_SECRET_COLUMNS
+
+    @field_validator("query")
+    @classmethod
+    def _single_statement(cls, value: str) -> str:
+        count = len(sql_statements(value))
+        if count == 0:
+            raise ValueError("is empty (only comments or semicolons)")
+        if count > 1:
+            raise ValueError(
+                f"must be a single SELECT statement, found {count} separated by ';' "
+                "(propready wraps it as a subquery and never runs anything else)"
+            )
+        return value
+
+    @field_validator("secret_columns")
+    @classmethod
+    def _column_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", name):
+                raise ValueError(f"{name!r} is not a column name")
+        if "external_property_id" in value:
+            raise ValueError("external_property_id names the home everywhere; it cannot be secret")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a column twice")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -119,6 +166,19 @@ class MetricsSettings(_Section):
     @classmethod
     def _host_port(cls, value: str) -> str:
         return _listen_address(value, "127.0.0.1:9464")
+
+    @property
+    def beyond_loopback(self) -> bool:
+        """Whether the endpoint is reachable from other hosts (it has no authentication)."""
+        if not self.listen:
+            return False
+        host = self.listen.rpartition(":")[0].strip("[]")
+        if host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return True  # a host name: whatever it resolves to, it is not known to be loopback
 
 
 def _listen_address(value: str, example: str) -> str:
@@ -187,6 +247,8 @@ class DaemonSettings(_Section):
     stop_timeout_seconds: float = Field(default=45, gt=0, le=3600)
     # The systemd watchdog is fed only while some job has finished within this many seconds.
     watchdog_stall_seconds: float = Field(default=600, ge=1, le=86400)
+    # How often the audit chain's head is published (log event audit_anchor and a metric).
+    audit_anchor_interval_seconds: float = Field(default=900, ge=10, le=86400)
 
 
 class LogSettings(_Section):
@@ -238,9 +300,16 @@ class Settings(BaseSettings):
         return self
 
     def secret_values(self) -> list[str]:
-        """Secret strings the log redactor must mask wherever they appear."""
-        key = self.planomatic.api_key.get_secret_value()
-        return ([key] if key else []) + self.webhooks.valid_tokens()
+        """Secret strings the log redactor must mask wherever they appear: the API key, the
+        webhook tokens and the database passwords (a driver's error text may carry a connection
+        string)."""
+        values = [self.planomatic.api_key.get_secret_value(), *self.webhooks.valid_tokens()]
+        for url in (self.state.url, self.source.url):
+            try:
+                values.append(make_url(url).password or "")
+            except ArgumentError:
+                continue
+        return [value for value in values if value]
 
 
 class CredentialsSource(PydanticBaseSettingsSource):

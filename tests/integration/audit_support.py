@@ -55,14 +55,13 @@ def superuser_bypass(engine: sa.Engine) -> Iterator[sa.Connection]:
             connection.exec_driver_sql("SET LOCAL session_replication_role = replica")
             yield connection
             return
-        saved = connection.exec_driver_sql(
-            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'"
-        ).scalars()
-        triggers = list(saved)
-        connection.exec_driver_sql("DROP TRIGGER audit_log_no_update")
-        connection.exec_driver_sql("DROP TRIGGER audit_log_no_delete")
+        triggers = connection.exec_driver_sql(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'"
+        ).all()
+        for name, _sql in triggers:
+            connection.exec_driver_sql(f"DROP TRIGGER {name}")
         yield connection
-        for sql in triggers:
+        for _name, sql in triggers:
             connection.exec_driver_sql(sql)
 
 

@@ -51,3 +51,12 @@ def test_unit_passes_systemd_analyze_verify_without_a_warning(tmp_path: Path) ->
     assert result.stdout + result.stderr == ""
     for directive in ("Type=notify", "WatchdogSec=", "NotifyAccess=main", "ExecReload="):
         assert directive in text
+
+
+def test_unit_caps_memory() -> None:
+    """The unit sets MemoryMax= to a finite size, so a runaway is killed and restarted."""
+    text = (DEPLOY / "propready.service").read_text()
+    match = re.search(r"^MemoryMax=(\d+)([KMG])$", text, re.MULTILINE)
+    assert match, "MemoryMax= missing or not a plain size"
+    size = int(match.group(1)) * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[match.group(2)]
+    assert 512 << 20 <= size <= 4 << 30

@@ -111,3 +111,52 @@ def test_missing_file_says_how_to_point_at_one(tmp_path: Path) -> None:
     """A missing config file mentions --config and PROPREADY_CONFIG."""
     with pytest.raises(ConfigError, match="--config PATH or set PROPREADY_CONFIG"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_secret_columns_default_to_the_access_fields(config: Path) -> None:
+    """`[source] secret_columns` defaults to access_code and lockbox_location."""
+    assert load_settings(config).source.secret_columns == ("access_code", "lockbox_location")
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ('["access code"]', "'access code' is not a column name"),
+        ('["external_property_id"]', "it cannot be secret"),
+        ('["a", "a"]', "lists a column twice"),
+    ],
+)
+def test_secret_columns_are_validated(config: Path, value: str, reason: str) -> None:
+    """Names must be plain column names, unique, and not the property id."""
+    config.write_text(MINIMAL.replace("[planomatic]", f"secret_columns = {value}\n[planomatic]"))
+    with pytest.raises(ConfigError, match=r"source\.secret_columns") as caught:
+        load_settings(config)
+    assert reason in str(caught.value)
+
+
+def test_database_passwords_are_secret_values(config: Path) -> None:
+    """The source and state URL passwords join the values the redactor masks."""
+    config.write_text(MINIMAL.replace("sqlite:///state.db", "postgresql://app:st4te-pw@db/state"))
+    values = load_settings(config).secret_values()
+    assert "hunter2" in values
+    assert "st4te-pw" in values
+
+
+@pytest.mark.parametrize(
+    ("listen", "beyond"),
+    [
+        ("127.0.0.1:9464", False),
+        ("[::1]:9464", False),
+        ("localhost:9464", False),
+        ("127.0.0.5:9464", False),
+        ("", False),
+        ("0.0.0.0:9464", True),
+        ("10.1.2.3:9464", True),
+        ("[::]:9464", True),
+        ("metrics.internal:9464", True),
+    ],
+)
+def test_metrics_beyond_loopback(config: Path, listen: str, beyond: bool) -> None:
+    """Any address other than a loopback one counts as reachable from other hosts."""
+    config.write_text(MINIMAL + f'[metrics]\nlisten = "{listen}"\n')
+    assert load_settings(config).metrics.beyond_loopback is beyond

@@ -4,6 +4,13 @@ PyYAML's default (YAML 1.1) reads unquoted `on`, `off`, `yes`, `no`, `y`, `n` as
 `0777` as octal, so a status value `No` or a key `on` would silently change meaning. This loader
 keeps only true/false as booleans and reads the rest as the text it is; the rule-file models then
 refuse a boolean or a number wherever text belongs.
+
+Hostile files are refused before they can cost memory or time: YAML aliases (`*name`) are
+refused where they appear (expanding them is how a one-kilobyte "billion laughs" file becomes
+gigabytes; rule files never need them: repeat the text, or share a condition as a trigger),
+collections nest at most `MAX_YAML_DEPTH` deep, and a RecursionError or MemoryError inside the
+YAML library still becomes `file:line: reason`. Sizes and file types are checked where files are
+read (rulefiles.read_rule_source).
 """
 
 from __future__ import annotations
@@ -36,8 +43,40 @@ class RuleFileError(ValueError):
         self.problems = problems
 
 
+MAX_YAML_DEPTH = 20  # the shipped files nest 7 deep (tests: -> case -> property -> value)
+
+
 class _StringKeepingLoader(yaml.SafeLoader):
-    """YAML with 1.2 scalars: only true/false are booleans, no octal, no `on`/`no` surprises."""
+    """YAML with 1.2 scalars: only true/false are booleans, no octal, no `on`/`no` surprises.
+
+    Composing also refuses aliases and nesting deeper than MAX_YAML_DEPTH (as YAML errors with
+    the line they are on), before any node is built into Python objects.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"YAML aliases (*{event.anchor}) are not allowed in rule files; repeat the "
+                "value instead",
+                event.start_mark,
+            )
+        if self.check_event(yaml.SequenceStartEvent, yaml.MappingStartEvent):
+            if self._depth >= MAX_YAML_DEPTH:
+                start = self.peek_event()  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", start.start_mark
+                )
+            self._depth += 1
+            try:
+                return super().compose_node(parent, index)
+            finally:
+                self._depth -= 1
+        return super().compose_node(parent, index)
 
 
 _StringKeepingLoader.yaml_implicit_resolvers = {
@@ -71,6 +110,14 @@ def read_yaml(text: str, file: str) -> tuple[Any, dict[YamlPath, int]]:
         node = loader.get_single_node()
         lines: dict[YamlPath, int] = {}
         return _to_python(loader, node, (), lines, file), lines
+    except (RecursionError, MemoryError) as exc:
+        # The limits above should make these impossible; if the library still runs out, say
+        # where it was rather than crash the loader (or the daemon reloading the rules).
+        line = getattr(loader, "line", 0) + 1
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else "too large"
+        raise RuleFileError(
+            [RuleProblem(SourceLocation(file, line), f"not a usable rule file: {reason}")]
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1

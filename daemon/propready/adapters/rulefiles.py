@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
+import stat
 from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -107,10 +109,53 @@ class _Checker:
             return None
 
 
+# Far above any real rule set (the shipped examples are a few kilobytes each), far below what
+# could hurt the daemon: what a file may hold is bounded before it is parsed.
+MAX_RULE_FILE_BYTES = 512 * 1024
+MAX_RULE_SET_BYTES = 4 * 1024 * 1024
+MAX_RULE_FILES = 200
+
+
 def rule_files_in(path: Path) -> list[Path]:
-    if path.is_file():
+    """The rule files at `path`: the path itself unless it is a folder, else its *.yaml files.
+
+    Anything that is not a folder is taken as a file, so a device or a FIFO given by mistake is
+    refused by the reader rather than mistaken for an empty folder.
+    """
+    if path.exists() and not path.is_dir():
         return [path]
     return sorted(p for p in path.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+
+
+def read_rule_source(file: Path, limit: int = MAX_RULE_FILE_BYTES) -> str:
+    """The text of one rule file; RuleFileError unless it is a regular file of at most `limit`
+    bytes of UTF-8.
+
+    Opened without blocking and checked on the open descriptor, so a FIFO (which would block
+    the reader forever), a device such as /dev/zero (endless) or a symlink to either is refused,
+    and at most `limit` + 1 bytes are ever read, whatever the file claims to be.
+    """
+    where = SourceLocation(str(file), 0)
+    try:
+        descriptor = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise RuleFileError([RuleProblem(where, f"cannot read: {exc.strerror}")]) from None
+    with os.fdopen(descriptor, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise RuleFileError(
+                [RuleProblem(where, "not a regular file (a device, FIFO or socket); refused")]
+            )
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise RuleFileError(
+            [RuleProblem(where, f"larger than {limit:,} bytes; rule files are refused above that")]
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RuleFileError(
+            [RuleProblem(where, f"cannot read: not UTF-8 ({exc.reason})")]
+        ) from None
 
 
 def load_rule_set(
@@ -122,14 +167,30 @@ def load_rule_set(
         raise RuleFileError(
             [RuleProblem(SourceLocation(str(path), 0), "no *.yaml rule files here")]
         )
+    if len(files) > MAX_RULE_FILES:
+        raise RuleFileError(
+            [
+                RuleProblem(
+                    SourceLocation(str(path), 0),
+                    f"{len(files)} rule files (at most {MAX_RULE_FILES})",
+                )
+            ]
+        )
     sources = []
+    remaining = MAX_RULE_SET_BYTES
     for file in files:
-        try:
-            sources.append((str(file), file.read_text("utf-8")))
-        except (OSError, UnicodeDecodeError) as exc:
+        text = read_rule_source(file, min(MAX_RULE_FILE_BYTES, remaining))
+        remaining -= len(text.encode("utf-8"))
+        if remaining <= 0:
             raise RuleFileError(
-                [RuleProblem(SourceLocation(str(file), 0), f"cannot read: {exc}")]
-            ) from None
+                [
+                    RuleProblem(
+                        SourceLocation(str(file), 0),
+                        f"the rule files together are larger than {MAX_RULE_SET_BYTES:,} bytes",
+                    )
+                ]
+            )
+        sources.append((str(file), text))
     return parse_rule_files(sources, catalog, known_fields)
 
 

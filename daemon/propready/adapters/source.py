@@ -8,6 +8,15 @@ An incremental poll wraps the operator's query:
 
 so a source with an index on the cursor column reads only what changed; rows are then ordered
 by the cursor, which lets the checkpoint advance batch by batch.
+
+Read-only on every path: every connection of a source engine is read-only for its whole session
+(PostgreSQL: `default_transaction_read_only` set as each connection opens, so a query that
+commits and then writes is still refused by the server; SQLite: `PRAGMA query_only`), and the
+column probe (`query_columns`) runs on the same engine. The configuration accepts only a single
+statement as the query (settings.py). Error texts keep the driver's first line with quoted
+literals masked: PostgreSQL quotes row values there (`invalid input syntax for type integer:
+"4821"`, where 4821 may be a lockbox code), and the text goes to the log, `/healthz`, `check`
+and the state database.
 """
 
 from __future__ import annotations
@@ -54,6 +63,18 @@ def create_source_engine(url: str) -> sa.Engine:
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     engine = sa.create_engine(parsed, pool_pre_ping=True)
+    if parsed.get_backend_name() == "postgresql":
+
+        @sa.event.listens_for(engine, "connect")
+        def _read_only_session(dbapi_connection: Any, _record: Any) -> None:
+            # The session default, not one transaction's mode: a query that ends the transaction
+            # (`...; COMMIT; DELETE ...`) starts the next one read-only too. Set with SET rather
+            # than the libpq `options` startup parameter, which poolers such as PgBouncer refuse.
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            cursor.close()
+            dbapi_connection.commit()
+
     if parsed.get_backend_name() == "sqlite":
 
         @sa.event.listens_for(engine, "connect")
@@ -71,7 +92,7 @@ def incremental_query(query: str, cursor_column: str) -> str:
     if not _IDENTIFIER.match(cursor_column):
         raise ValueError(f"cursor_column {cursor_column!r} must be a plain column name")
     return (
-        f"SELECT * FROM ({query.strip().rstrip(';')}) AS propready_source "
+        f"SELECT * FROM ({_inner(query)}) AS propready_source "
         f"WHERE {cursor_column} >= :since ORDER BY {cursor_column}"
     )
 
@@ -93,7 +114,7 @@ def stream_batches(
     if is_postgresql:
         query = (
             f"SELECT md5(CAST(propready_row AS text)) AS {FINGERPRINT_COLUMN}, propready_row.* "
-            f"FROM ({query.strip().rstrip(';')}) AS propready_row"
+            f"FROM ({_inner(query)}) AS propready_row"
         )
     compiled = sa.text(query).compile(dialect=engine.dialect)
     values = compiled.construct_params(params or {})
@@ -137,10 +158,18 @@ def query_columns(engine: sa.Engine, query: str) -> Sequence[str]:
     """The column names the query returns, without reading its rows."""
     try:
         with engine.connect() as connection:
-            wrapped = f"SELECT * FROM ({query.strip().rstrip(';')}) AS propready_columns LIMIT 0"
+            if engine.dialect.name == "postgresql":
+                connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+            wrapped = f"SELECT * FROM ({_inner(query)}) AS propready_columns LIMIT 0"
             return tuple(connection.execute(sa.text(wrapped)).keys())
     except sa.exc.DBAPIError as exc:
         raise SourceUnavailable(_describe(exc)) from exc
+
+
+def _inner(query: str) -> str:
+    """The operator's query, ready to sit inside `(...)`: no trailing `;`, and a line break
+    before the closing parenthesis so a trailing `-- comment` cannot swallow it."""
+    return query.strip().rstrip(";").rstrip() + "\n"
 
 
 def _describe(exc: sa.exc.DBAPIError) -> str:
@@ -148,7 +177,22 @@ def _describe(exc: sa.exc.DBAPIError) -> str:
 
 
 def _describe_driver_error(error: BaseException) -> str:
-    # The driver's first line names the problem without echoing the URL (and its password).
-    text = str(error).strip()
-    first_line = text.splitlines()[0] if text else ""
-    return f"source query failed: {type(error).__name__}: {first_line[:300]}"
+    return f"source query failed: {type(error).__name__}: {scrub_driver_text(str(error))}"
+
+
+# A quoted literal in a driver message: '...' or "..." (doubled quotes inside are part of it).
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+
+
+def scrub_driver_text(text: str) -> str:
+    """The driver's first line, quoted literals masked, at most 300 characters.
+
+    Later lines (PostgreSQL's DETAIL, LINE and CONTEXT) quote keys, rows and the query; the
+    first line names the problem without echoing the URL (and its password), but may quote the
+    offending value (`invalid input syntax for type integer: "4821"`), so every quoted literal
+    becomes `"***"`. What it masks along with values (a constraint or column name) is found in
+    the PM database's own log.
+    """
+    stripped = text.strip()
+    first_line = stripped.splitlines()[0] if stripped else ""
+    return _QUOTED.sub('"***"', first_line)[:300]

@@ -11,7 +11,12 @@ import click
 import sqlalchemy as sa
 
 from propready.adapters.store import audit
-from propready.adapters.store.audit_chain import anchor_matches, verify_chain
+from propready.adapters.store.audit_chain import (
+    anchor_matches,
+    head_problem,
+    trigger_problems,
+    verify_chain,
+)
 from propready.adapters.store.engine import create_state_engine
 from propready.cli.context import settings_from
 from propready.cli.output import FORMATS, emit
@@ -114,8 +119,12 @@ def audit_command(
 def verify_command(ctx: click.Context, anchors: tuple[str, ...]) -> None:
     """Walk the audit log's hash chain; exit 1 at the first row that does not check out.
 
-    Prints the head (last id and hash): keep it somewhere else, and pass it back later with
-    --anchor to prove that no rows were cut off the end.
+    Also checks that the last row is the chain head the database keeps (rows cut off the end
+    show there) and that every trigger guarding the audit tables exists and is enabled.
+
+    Prints the head (last id and hash): keep it somewhere else (the daemon also logs it as
+    `audit_anchor` and exports it as a metric), and pass it back later with --anchor, which
+    catches even a tamperer who rewrote the head.
 
     \b
     Example:
@@ -131,15 +140,21 @@ def verify_command(ctx: click.Context, anchors: tuple[str, ...]) -> None:
     with _state(ctx) as connection:
         report = verify_chain(connection)
         lost = [a for a in parsed if not anchor_matches(connection, *a)]
+        problems = trigger_problems(connection)
+        head = head_problem(connection, report) if report.ok else None
+    for problem in problems:
+        click.echo(f"BROKEN: {problem}; the audit log is not protected")
     if not report.ok:
         click.echo(
             f"BROKEN at audit row {report.broken_id}: {report.problem}"
             f" ({report.rows} rows before it check out)"
         )
         raise SystemExit(1)  # not ctx.exit: main() runs click with standalone_mode=False
+    if head is not None:
+        click.echo(f"BROKEN: {head}")
     for lost_id, lost_hash in lost:
         click.echo(f"BROKEN: anchor row {lost_id} no longer has hash {lost_hash}")
-    if lost:
+    if lost or problems or head is not None:
         raise SystemExit(1)
     click.echo(f"OK: {report.rows} rows, head {report.head_id} {report.head_hash or '-'}")
 

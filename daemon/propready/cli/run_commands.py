@@ -12,8 +12,9 @@ import structlog
 from propready.adapters.planomatic import RETRIEVE_PATH
 from propready.adapters.rule_reloader import pending_refusals
 from propready.adapters.rulefiles import RuleFileError, load_rule_set
-from propready.adapters.source import create_source_engine
+from propready.adapters.source import SourceUnavailable, create_source_engine, query_columns
 from propready.adapters.store import migrate, properties
+from propready.adapters.store.audit_chain import audit_owner_role, trigger_problems
 from propready.adapters.store.engine import create_state_engine
 from propready.cli.context import settings_from
 from propready.service import run_cycle
@@ -88,7 +89,8 @@ def check_command(ctx: click.Context) -> None:
       propready --config /etc/propready/propready.toml check
     """
     settings = settings_from(ctx)
-    results: list[tuple[str, bool, str]] = [("config", True, "loaded and valid")]
+    # ok: True (PASS), False (FAIL, exit 1) or None (WARN: worth a look, exit code unchanged).
+    results: list[tuple[str, bool | None, str]] = [("config", True, "loaded and valid")]
     try:
         rules = load_rule_set(settings.rules.path, catalog_for(settings))
         results.append(("rules", True, f"{len(rules.rules)} rules, version {rules.version}"))
@@ -101,10 +103,54 @@ def check_command(ctx: click.Context) -> None:
     results.extend(_check_polls(settings))
     results.append(_check_source(settings))
     results.append(_check_vendor(settings))
+    results.extend(_check_exposure(settings))
+    results.extend(_check_audit_guard(settings))
     for name, ok, detail in results:
-        click.echo(f"{'PASS' if ok else 'FAIL'}  {name:<8} {detail}")
-    if not all(ok for _, ok, _ in results):
+        verdict = "WARN" if ok is None else "PASS" if ok else "FAIL"
+        click.echo(f"{verdict}  {name:<8} {detail}")
+    if any(ok is False for _, ok, _ in results):
         sys.exit(1)
+
+
+def _check_audit_guard(settings: Settings) -> list[tuple[str, bool | None, str]]:
+    """The audit log's triggers are in place, and (PostgreSQL) the daemon's role cannot remove
+    them: a role that owns audit_log can disable its triggers and delete rows."""
+    engine = create_state_engine(settings.state.url)
+    try:
+        with engine.connect() as connection:
+            problems = trigger_problems(connection)
+            owner = audit_owner_role(connection)
+    except sa.exc.SQLAlchemyError:
+        return []  # the state line already says what is wrong with the database
+    finally:
+        engine.dispose()
+    found: list[tuple[str, bool | None, str]] = [("audit", False, p) for p in problems]
+    if owner is not None:
+        found.append(
+            (
+                "audit",
+                None,
+                f"state.url connects as {owner}, which owns audit_log (or is a superuser): it "
+                "could disable the audit triggers and delete rows; run the daemon as a role "
+                "with INSERT and SELECT on audit_log only (RUNBOOK, Database roles)",
+            )
+        )
+    return found
+
+
+def _check_exposure(settings: Settings) -> list[tuple[str, bool | None, str]]:
+    """Warnings about settings that work but expose more than they should."""
+    found: list[tuple[str, bool | None, str]] = []
+    if settings.metrics.beyond_loopback:
+        found.append(
+            (
+                "metrics",
+                None,
+                f"[metrics] listen = {settings.metrics.listen} is reachable beyond this host; "
+                "/metrics and /healthz have no authentication (use 127.0.0.1, or firewall it)",
+            )
+        )
+    return found
 
 
 def _check_polls(settings: Settings) -> list[tuple[str, bool, str]]:
@@ -143,14 +189,15 @@ def _check_state(settings: Settings) -> tuple[str, bool, str]:
 
 
 def _check_source(settings: Settings) -> tuple[str, bool, str]:
+    # The same read-only probe as the daemon's (query_columns), with its scrubbed error text.
     engine = create_source_engine(settings.source.url)
     try:
-        with engine.connect() as connection:
-            query = f"SELECT * FROM ({settings.source.query}) AS source_check LIMIT 1"
-            columns = list(connection.execute(sa.text(query)).keys())
+        columns = list(query_columns(engine, settings.source.query))
         if "external_property_id" not in columns:
             return ("source", False, "the query returns no external_property_id column")
         return ("source", True, f"reachable, query returns {len(columns)} columns")
+    except SourceUnavailable as exc:
+        return ("source", False, str(exc))
     except sa.exc.SQLAlchemyError as exc:
         return ("source", False, f"query failed: {type(exc).__name__}")
     finally:

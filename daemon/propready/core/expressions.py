@@ -24,6 +24,14 @@ from typing import Any
 
 import cel
 
+from propready.core.expression_cost import (
+    MACROS,
+    MAX_FACT_ITEMS,
+    MAX_FACT_TEXT,
+    cost_problem,
+    length_problem,
+)
+
 _CEL_LOCATION = re.compile(r"<input>:(\d+):(\d+):\s*(.*)")
 
 # What an expression may read: the property's facts, the time of the decision, today's midnight,
@@ -31,7 +39,7 @@ _CEL_LOCATION = re.compile(r"<input>:(\d+):(\d+):\s*(.*)")
 # property is new): `has(previous.rent) && previous.rent != property.rent` is a "field changed".
 VARIABLES = frozenset({"property", "now", "today", "previous"})
 _FACT_MAPS = frozenset({"property", "previous"})  # both hold the source query's columns
-_MACROS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+_MACROS = MACROS
 _STRING = (
     r"[rRbB]{0,2}(?:'{3}(?:\\.|.)*?'{3}|\"{3}(?:\\.|.)*?\"{3}"
     r"|'(?:\\.|[^'\\\n])*'|\"(?:\\.|[^\"\\\n])*\")"
@@ -94,6 +102,9 @@ def compile_expression(source: str, location: SourceLocation) -> Expression:
     Also refuses variables other than property, now, today and previous (a typo such as
     `proprety.x` would otherwise only fail at evaluation time, as a silently false condition).
     """
+    too_long = length_problem(source)
+    if too_long is not None:
+        raise ExpressionError(too_long, location)
     try:
         program = cel.compile(source)
     except ValueError as exc:
@@ -106,6 +117,9 @@ def compile_expression(source: str, location: SourceLocation) -> Expression:
             reason = f"CEL syntax error at column {match.group(2)}: {match.group(3)}"
         raise ExpressionError(reason, where) from None
     tokens = _tokens(source)
+    costly = cost_problem(tokens)
+    if costly is not None:
+        raise ExpressionError(f"too costly: {costly}", location)
     unknown = set(program.variables()) - VARIABLES - _bound_names(tokens)
     if unknown:
         name = sorted(unknown)[0]
@@ -215,6 +229,38 @@ def unknown_fields(expression: Expression, known: Collection[str]) -> list[Field
 _PLAIN = frozenset({str, int, float, bool, Decimal, type(None)})
 
 
+def oversized_facts(facts: Mapping[str, Any]) -> frozenset[str]:
+    """Facts too large for an expression to read within its cost bound (expression_cost):
+    text over MAX_FACT_TEXT characters, or a collection of over MAX_FACT_ITEMS items."""
+    found = set()
+    for key, value in facts.items():
+        kind = type(value)
+        if kind is str:
+            if len(value) > MAX_FACT_TEXT:
+                found.add(key)
+        elif kind in _PLAIN:
+            continue
+        elif _too_large(value, [0]):
+            found.add(key)
+    return frozenset(found)
+
+
+def _too_large(value: Any, seen: list[int]) -> bool:
+    """Whether a (nested) collection holds over MAX_FACT_ITEMS items or any oversized text."""
+    if isinstance(value, str | bytes):
+        return len(value) > MAX_FACT_TEXT
+    if isinstance(value, Mapping):
+        items: Any = value.values()
+    elif isinstance(value, list | tuple | set | frozenset):
+        items = value
+    else:
+        return False
+    seen[0] += len(items)
+    if seen[0] > MAX_FACT_ITEMS:
+        return True
+    return any(_too_large(item, seen) for item in items)
+
+
 def _facts_value(facts: Mapping[str, Any], zone: tzinfo) -> dict[str, Any]:
     """The facts as one CEL map; only values the binding cannot take as they are get converted."""
     return {
@@ -263,6 +309,10 @@ class EvaluationScope:
             raise ValueError("now must be an aware datetime")
         now_value, today_value = _clock_values(now, zone)
         self._facts = facts
+        # Expressions that read one of these are not run (their cost would not be bounded).
+        self._oversized = oversized_facts(facts) | (
+            oversized_facts(previous) if previous else set()
+        )
         self._context = cel.Context()
         # One update, not four add_variable calls: each change discards the binding's cached
         # environment. Plain values pass through as they are (see _facts_value); together this
@@ -277,7 +327,14 @@ class EvaluationScope:
         )
 
     def evaluate(self, expression: Expression) -> tuple[Any, str | None]:
-        """(value, None) or (None, error text) when evaluation raised."""
+        """(value, None) or (None, error text) when evaluation raised or was not attempted."""
+        if self._oversized:
+            too_large = sorted(self._oversized.intersection(expression.fields))
+            if too_large:
+                return None, (
+                    f"fact {too_large[0]} is too large for rules (over {MAX_FACT_TEXT:,} "
+                    f"characters or {MAX_FACT_ITEMS} items); not evaluated"
+                )
         try:
             return expression.program.execute(self._context), None
         except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as exc:

@@ -9,6 +9,7 @@ never overlaps itself):
     recovery     every daemon.recovery_interval_seconds: orders abandoned in `sending`
     status_sync  every daemon.status_sync_interval_seconds: the vendor's status of placed orders
     rules_watch  every 2 s: reload the rule files when they change on disk
+    audit_anchor every daemon.audit_anchor_interval_seconds: publish the audit chain's head
 
 Signal handlers only set flags; the main thread acts on them, because a handler that takes a
 lock the interrupted main thread already holds would deadlock. SIGTERM: systemd hears
@@ -43,6 +44,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from propready.adapters.planomatic import PlanomaticClient
 from propready.adapters.rule_reloader import RuleReloader
 from propready.adapters.store import audit, outbox, properties
+from propready.adapters.store.audit_chain import chain_head
 from propready.core.audit_kinds import AuditKind
 from propready.log import REDACTOR, configure_logging
 from propready.runtime.config_reload import merge_reloaded
@@ -60,7 +62,9 @@ log = structlog.get_logger("propready.daemon")
 RULES_WATCH_SECONDS = 2.0
 MAIN_LOOP_SECONDS = 0.2  # how quickly the main thread notices a signal's flag
 HEARTBEAT_SECONDS = 5.0  # health gauge and watchdog checks when systemd asks for no watchdog
-QUIET_JOBS = frozenset({"send", "recovery", "status_sync"})  # logged at debug when idle
+QUIET_JOBS = frozenset(
+    {"send", "recovery", "status_sync", "audit_anchor"}
+)  # logged at debug when idle
 
 
 def poll_stale_after(settings: Settings) -> timedelta:
@@ -164,6 +168,13 @@ class Daemon:
             log.info(
                 "metrics_listening", address=f"http://{host}:{port}", paths="/metrics /healthz"
             )
+            if settings.metrics.beyond_loopback:
+                log.warning(
+                    "metrics_beyond_loopback",
+                    listen=listen,
+                    reason="/metrics and /healthz have no authentication; listen on 127.0.0.1 "
+                    "or firewall the port",
+                )
         log.info(
             "starting",
             mode=settings.orders.mode,
@@ -235,6 +246,14 @@ class Daemon:
                 now + timedelta(seconds=30),
             ),
         ]
+        jobs.append(
+            (
+                "audit_anchor",
+                self._audit_anchor,
+                settings.daemon.audit_anchor_interval_seconds,
+                now,
+            )
+        )
         if settings.source.cursor_column is not None:
             # The gate in the poll skips it when a full pass ran recently (on any host).
             first_full = now + timedelta(seconds=min(60, settings.source.poll_interval_seconds))
@@ -361,6 +380,30 @@ class Daemon:
 
     def _status_sync(self, summary: CycleSummary) -> None:
         sync_statuses(self.parts, self.clock(), summary)
+
+    def _audit_anchor(self, summary: CycleSummary) -> None:
+        self.publish_audit_anchor()
+
+    def publish_audit_anchor(self) -> tuple[int, str] | None:
+        """Log and export the audit chain's head (row id and hash).
+
+        The journal and Prometheus keep what was published, outside the state database: given
+        back to `propready audit verify --anchor ID:HASH`, it proves that the rows up to it were
+        neither changed nor cut off, even by someone who could rewrite the head row.
+        """
+        try:
+            with self.parts.state.connect() as connection:
+                head = chain_head(connection)
+        except sa.exc.SQLAlchemyError as exc:
+            log.warning("audit_anchor_unreadable", error=type(exc).__name__)
+            return None
+        if head is None:
+            log.error("audit_anchor_missing", reason="audit_chain_head row 1 is missing")
+            return None
+        row_id, row_hash = head
+        log.info("audit_anchor", row_id=row_id, hash=row_hash, anchor=f"{row_id}:{row_hash}")
+        self.metrics.set_audit_head(row_id, row_hash)
+        return head
 
     def _refresh_order_gauge(self) -> None:
         try:

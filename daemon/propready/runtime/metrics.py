@@ -137,6 +137,19 @@ class DaemonMetrics:
             ["version"],
             registry=reg,
         )
+        self.audit_head_row = Gauge(
+            "propready_audit_chain_head_row",
+            "The audit log chain's last row id, as last published (an anchor for audit verify).",
+            registry=reg,
+        )
+        self.audit_head_info = Gauge(
+            "propready_audit_chain_head_info",
+            "The audit chain head as last published: row id and hash labels; always 1. Kept by "
+            "Prometheus, it lets `propready audit verify --anchor ID:HASH` prove later that rows "
+            "up to it were neither changed nor cut off.",
+            ["row_id", "hash"],
+            registry=reg,
+        )
         self.healthy = Gauge(
             "propready_healthy",
             "1 when /healthz reports healthy (or still starting), 0 when unhealthy.",
@@ -161,6 +174,7 @@ class DaemonMetrics:
         self._lock = threading.Lock()  # for the label swaps below, which take several steps
         self._order_states_seen: set[str] = set(ORDER_STATES)
         self._rules_version: str | None = None
+        self._audit_head: tuple[str, str] | None = None
 
     def observe_job(
         self,
@@ -220,6 +234,16 @@ class DaemonMetrics:
             if self._rules_version is not None and self._rules_version != version:
                 self.rules_version.remove(self._rules_version)
             self._rules_version = version
+
+    def set_audit_head(self, row_id: int, row_hash: str) -> None:
+        """The published audit chain head: one info series at 1; the previous one is removed."""
+        labels = (str(row_id), row_hash)
+        with self._lock:
+            self.audit_head_row.set(row_id)
+            self.audit_head_info.labels(*labels).set(1)
+            if self._audit_head is not None and self._audit_head != labels:
+                self.audit_head_info.remove(*self._audit_head)
+            self._audit_head = labels
 
     def set_health(self, healthy: bool) -> None:
         """The health verdict as 1 or 0, so alerting needs no HTTP probe."""

@@ -188,7 +188,12 @@ def _send_leased(
             OrderState.PLACED,
             now(),
             AuditKind.ORDER_PLACED,
-            {"vendor_order_id": placed.order_id, "vendor_status": placed.order_status},
+            {
+                "vendor_order_id": placed.order_id,
+                "vendor_status": placed.order_status,
+                # Parts of the answer that could not be stored (an over-long status, ...).
+                **({"anomalies": list(placed.anomalies)} if placed.anomalies else {}),
+            },
             vendor_order_id=placed.order_id,
             vendor_request_id=placed.request_id,
             vendor_status=placed.order_status,

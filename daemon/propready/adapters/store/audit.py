@@ -92,7 +92,8 @@ def buffered(connection: sa.Connection) -> Iterator[None]:
 
 def _append(connection: sa.Connection, rows: list[dict[str, Any]]) -> None:
     if connection.dialect.name == "postgresql":
-        connection.execute(audit_log.insert(), rows)
+        # inline(): the trigger assigns the id and nobody reads it back, so no RETURNING.
+        connection.execute(audit_log.insert().inline(), rows)
         return
     for values in rows:
         append_sqlite(connection, values)

@@ -9,6 +9,13 @@ The canonical content is rendered where the hash is computed:
   insert trigger and by `verify_chain`, so JSONB's own normal form is hashed as stored.
 - SQLite: `sqlite_content()` below, used by `append_sqlite` and by `verify_chain`.
 Both are frozen formats (chain format 1): changing either breaks every existing chain.
+
+The chain cannot show on its own that rows were cut off its end, so the database keeps a head
+(`audit_chain_head.last_id`, `last_hash`, migration 0005) on every append, and `audit verify`
+compares the last row with it (`head_problem`) and checks that every trigger guarding the audit
+tables exists and is enabled (`trigger_problems`). A tamperer who also rewrites the head is
+caught by an anchor: the head published earlier (the daemon logs `audit_anchor` and exports it
+as a metric) and given back to `audit verify --anchor ID:HASH` (`anchor_matches`).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from propready.adapters.store.schema import audit_log
+from propready.adapters.store.schema import audit_chain_head, audit_log
 
 GENESIS = "0" * 64
 CONTENT_COLUMNS = (
@@ -151,3 +158,96 @@ def anchor_matches(connection: sa.Connection, row_id: int, row_hash: str) -> boo
         sa.select(audit_log.c.row_hash).where(audit_log.c.id == row_id)
     ).scalar_one_or_none()
     return found == row_hash
+
+
+# Every trigger that guards the audit tables, by table (migrations 0003 and 0005).
+PG_TRIGGERS: dict[str, tuple[str, ...]] = {
+    "audit_log": ("audit_log_chain", "audit_log_no_truncate", "audit_log_no_update_delete"),
+    "audit_chain_head": ("audit_chain_head_no_delete", "audit_chain_head_no_truncate"),
+}
+SQLITE_TRIGGERS: dict[str, tuple[str, ...]] = {
+    "audit_log": ("audit_chain_head_advance", "audit_log_no_delete", "audit_log_no_update"),
+    "audit_chain_head": ("audit_chain_head_no_delete",),
+}
+# pg_trigger.tgenabled: O fires normally, A always; D is disabled, R fires only on replicas.
+_PG_DISABLED = {"D": "disabled", "R": "enabled for replicas only, so it does not fire"}
+
+
+def chain_head(connection: sa.Connection) -> tuple[int, str] | None:
+    """(last id, last hash) as the database's head row says, or None when the row is gone."""
+    row = connection.execute(
+        sa.select(audit_chain_head.c.last_id, audit_chain_head.c.last_hash).where(
+            audit_chain_head.c.id == 1
+        )
+    ).first()
+    return None if row is None else (int(row.last_id), str(row.last_hash))
+
+
+def head_problem(connection: sa.Connection, report: ChainReport) -> str | None:
+    """Why the chain's last row disagrees with the head row, or None when they agree."""
+    head = chain_head(connection)
+    if head is None:
+        return "the chain head row (audit_chain_head id 1) is missing"
+    last_id, last_hash = head
+    if (report.head_id or 0, report.head_hash or GENESIS) == (last_id, last_hash):
+        return None
+    if report.head_id is not None and last_id > report.head_id:
+        return (
+            f"the chain head says the last row is {last_id} but the log ends at row "
+            f"{report.head_id}: rows were deleted from the end"
+        )
+    return (
+        f"the chain head says row {last_id} with hash {last_hash[:12]}..., the log ends at row "
+        f"{report.head_id or 0} with {(report.head_hash or GENESIS)[:12]}...: the head or the "
+        "last rows were changed"
+    )
+
+
+def trigger_problems(connection: sa.Connection) -> list[str]:
+    """One line per guarding trigger that is missing or disabled."""
+    problems = []
+    if connection.dialect.name == "postgresql":
+        rows = connection.execute(
+            sa.text(
+                "SELECT c.relname AS table_name, t.tgname AS name, t.tgenabled AS enabled"
+                " FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid"
+                " WHERE NOT t.tgisinternal AND c.relname IN ('audit_log', 'audit_chain_head')"
+                " AND c.relnamespace = current_schema()::regnamespace"
+            )
+        ).all()
+        found = {(r.table_name, r.name): str(r.enabled) for r in rows}
+        expected = PG_TRIGGERS
+    else:
+        rows = connection.execute(
+            sa.text(
+                "SELECT tbl_name AS table_name, name FROM sqlite_master WHERE type = 'trigger'"
+                " AND tbl_name IN ('audit_log', 'audit_chain_head')"
+            )
+        ).all()
+        found = {(r.table_name, r.name): "O" for r in rows}
+        expected = SQLITE_TRIGGERS
+    for table, names in expected.items():
+        for name in names:
+            state = found.get((table, name))
+            if state is None:
+                problems.append(f"trigger {name} on {table} is missing")
+            elif state in _PG_DISABLED:
+                problems.append(f"trigger {name} on {table} is {_PG_DISABLED[state]}")
+    return problems
+
+
+def audit_owner_role(connection: sa.Connection) -> str | None:
+    """The connected role's name when it owns audit_log or is a superuser (PostgreSQL), else None.
+
+    Such a role can disable the triggers that guard the log; the daemon should not be one.
+    SQLite has no roles: whoever can write the file can do anything, so None.
+    """
+    if connection.dialect.name != "postgresql":
+        return None
+    row = connection.execute(
+        sa.text(
+            "SELECT session_user AS role, pg_has_role(session_user, c.relowner, 'MEMBER') AS owns"
+            " FROM pg_class c WHERE c.oid = to_regclass('audit_log')"
+        )
+    ).first()
+    return str(row.role) if row is not None and row.owns else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,6 +10,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+
+from propready.adapters.store import audit
 
 
 def create_state_engine(url: str, **kwargs: Any) -> sa.Engine:
@@ -19,12 +22,23 @@ def create_state_engine(url: str, **kwargs: Any) -> sa.Engine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, **kwargs)
     kwargs.setdefault("pool_pre_ping", True)  # survive a PostgreSQL restart between cycles
-    return sa.create_engine(parsed, **kwargs)
+    engine = sa.create_engine(parsed, **kwargs)
+
+    @sa.event.listens_for(engine, "connect")
+    def _name_the_host(dbapi_connection: Any, _record: Any) -> None:
+        # The audit trigger stamps each row's host from this session setting (migration 0005),
+        # so it is set once per connection rather than sent with every row.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("SELECT set_config('propready.host', %s, false)", (audit.HOST,))
+        cursor.close()
+        dbapi_connection.commit()
+
+    return engine
 
 
 def _sqlite_engine(url: sa.URL, **kwargs: Any) -> sa.Engine:
-    if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+        _create_private(Path(url.database))
     engine = sa.create_engine(url, **kwargs)
 
     @sa.event.listens_for(engine, "connect")
@@ -62,3 +76,19 @@ def reading(engine: sa.Engine) -> Iterator[sa.Connection]:
         connection.execution_options(**{_READ_ONLY: True})
         with connection.begin():
             yield connection
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (0600) if it does not exist yet.
+
+    The state holds order payloads with access codes. SQLite gives the `-wal` and `-shm` files
+    the mode of the database file, so they are private too; whatever the process umask is (the
+    unit sets 0077, but `propready db upgrade` run by hand may not). An existing file keeps the
+    mode an operator gave it.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(descriptor)

@@ -181,12 +181,16 @@ audit_log = sa.Table(
 # One row that every audit writer on PostgreSQL locks (by updating it once per transaction) before
 # it reads the chain's last hash: appends form one line even with several processes or hosts, and
 # a REPEATABLE READ writer with a stale snapshot gets a serialization error instead of a fork.
-# Unused on SQLite, where BEGIN IMMEDIATE already serialises writers.
+# On SQLite, where BEGIN IMMEDIATE already serialises writers, it only holds the head.
 audit_chain_head = sa.Table(
     "audit_chain_head",
     metadata,
     sa.Column("id", sa.SmallInteger(), primary_key=True, autoincrement=False),
     sa.Column("xact_id", sa.BigInteger(), nullable=False, server_default="0"),
+    # Where the chain ends (migration 0005), kept by the database on every append: `audit
+    # verify` compares the last row with it, so rows cut off the end are noticed.
+    sa.Column("last_id", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("last_hash", sa.String(64), nullable=False, server_default="0" * 64),
 )
 
 # Webhook deliveries (migration 0006): every body `propready serve` accepted, masked, once each
