@@ -101,7 +101,7 @@ def wired(settings: Settings, transport: httpx.BaseTransport | None = None) -> I
     source = create_source_engine(settings.source.url)
     client = PlanomaticClient(
         settings.planomatic.base_url,
-        API_KEY,
+        settings.planomatic.api_key.get_secret_value(),
         timeout_seconds=2,
         transport=transport,
     )

@@ -10,12 +10,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from pydantic import SecretStr
 
 from propready.adapters.sandbox import SandboxConfig, SandboxServer
-from propready.adapters.store import audit, outbox
+from propready.adapters.store import audit, outbox, sending
 from propready.adapters.store.engine import create_state_engine
+from propready.adapters.store.sending import SendingPause
 from propready.core.orders import Order, OrderState
 from propready.service import Pacer, run_cycle
+from propready.service.sending_control import pause_sending, resume_sending
 from propready.settings import Settings
 from tests.integration.cycle_support import Clock, PmDatabase, make_settings, wired
 
@@ -225,3 +228,64 @@ def test_a_429_pauses_every_sender(state_engine: sa.Engine) -> None:
     pacer.back_off(state_engine, 5)
     waited = Pacer(60, sleep=slept.append).wait(state_engine)
     assert 4.5 <= waited <= 5.1
+
+
+def _with_key(settings: Settings, key: str) -> Settings:
+    planomatic = settings.planomatic.model_copy(update={"api_key": SecretStr(key)})
+    return settings.model_copy(update={"planomatic": planomatic})
+
+
+def _pause(engine: sa.Engine) -> SendingPause | None:
+    with engine.connect() as connection:
+        return sending.current_pause(connection)
+
+
+def test_a_refused_key_pauses_sending_and_a_fixed_key_sends_what_waited(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    """A wrong key is a configuration failure: the order stays planned, every sender pauses
+    without calling the vendor again, and a right key sends it and lifts the pause."""
+    clock = Clock()
+    settings = _settings(state_url, pm, sandbox.url)
+    with wired(_with_key(settings, "not-the-key")) as parts:
+        _ready_h1(parts, pm, clock)
+        refused = run_cycle(parts, clock)
+        assert refused.sending_paused is not None
+        assert "api_key: unauthorized" in refused.sending_paused
+        order = _the_order(parts.state)
+        assert (order.state, order.attempts) == (OrderState.PLANNED, 0)
+        calls = sandbox.requests_seen()
+        clock.now += timedelta(minutes=5)
+        again = run_cycle(parts, clock)
+        assert again.sending_paused is not None
+        assert sandbox.requests_seen() == calls  # paused: the vendor was not asked again
+        pause = _pause(parts.state)
+    assert pause is not None
+    assert "not-the-key" not in pause.reason
+    with wired(settings) as parts:
+        clock.now += timedelta(minutes=5)
+        fixed = run_cycle(parts, clock)
+        order = _the_order(parts.state)
+        kinds = _kinds(parts.state)
+        assert _pause(parts.state) is None
+    assert fixed.placed == 1
+    assert order.state == OrderState.PLACED
+    assert [k for k in kinds if k.startswith("sending_")] == ["sending_paused", "sending_resumed"]
+    assert [o["external_property_id"] for o in sandbox.orders] == ["H1"]
+
+
+def test_an_operator_pause_holds_whatever_the_key(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    """`propready sending pause` stops every sender until `resume`, which sends what waited."""
+    clock = Clock()
+    with wired(_settings(state_url, pm, sandbox.url)) as parts:
+        _ready_h1(parts, pm, clock)
+        pause_sending(parts.state, "vendor maintenance", "ops@host", clock.now)
+        held = run_cycle(parts, clock)
+        assert held.sending_paused is not None
+        assert _the_order(parts.state).state == OrderState.PLANNED
+        resume_sending(parts.state, "maintenance over", "ops@host", clock.now)
+        sent = run_cycle(parts, clock)
+    assert sent.placed == 1
+    assert sent.sending_paused is None

@@ -202,6 +202,7 @@ def test_as_dict_is_the_json_body_of_healthz() -> None:
         "consecutive_send_failures": 0,
         "last_send_error": None,
         "failing_jobs": {"poll": {"failures": 1, "error": "boom"}},
+        "sending_paused": None,
         "uptime_seconds": 60,
     }
 
@@ -237,3 +238,17 @@ def test_outcomes_from_many_threads_are_all_counted() -> None:
     for thread in threads:
         thread.join()
     assert health.report(at(600)).detail["consecutive_send_failures"] == 4000
+
+
+def test_sending_paused_for_every_host_is_unhealthy_until_it_resumes() -> None:
+    """A refused API key (or an operator's pause) makes health 503 with the vendor's words."""
+    health = tracker()
+    health.poll_succeeded(at(10))
+    health.set_sending_paused("api_key_refused: api_key: unauthorized")
+    report = health.report(at(20))
+    assert not report.healthy
+    (problem,) = report.problems
+    assert problem.startswith("sending is paused for every host: api_key_refused")
+    assert report.detail["sending_paused"] == "api_key_refused: api_key: unauthorized"
+    health.set_sending_paused(None)
+    assert health.report(at(30)).healthy

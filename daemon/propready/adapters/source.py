@@ -125,6 +125,8 @@ def stream_batches(
         connection = engine.raw_connection()
     except sa.exc.DBAPIError as exc:
         raise SourceUnavailable(_describe(exc)) from exc
+    except engine.dialect.loaded_dbapi.Error as exc:  # the pool hands the driver's own error
+        raise SourceUnavailable(_describe_driver_error(exc)) from exc
     try:
         if is_postgresql:
             # propready never writes to the PM database; say so to the server too.
@@ -148,10 +150,18 @@ def stream_batches(
     except engine.dialect.loaded_dbapi.Error as exc:
         raise SourceUnavailable(_describe_driver_error(exc)) from exc
     finally:
-        try:
-            connection.rollback()
-        finally:
-            connection.close()
+        _release(connection, engine.dialect.loaded_dbapi.Error)
+
+
+def _release(connection: Any, driver_error: type[BaseException]) -> None:
+    """End the read and give the connection back; a connection the outage already broke cannot
+    roll back, and must not turn a reported outage into a crash."""
+    try:
+        connection.rollback()
+    except driver_error:
+        connection.invalidate()
+    finally:
+        connection.close()
 
 
 def query_columns(engine: sa.Engine, query: str) -> Sequence[str]:
@@ -182,6 +192,13 @@ def _describe_driver_error(error: BaseException) -> str:
 
 # A quoted literal in a driver message: '...' or "..." (doubled quotes inside are part of it).
 _QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"")
+# Words after which the driver quotes a name, not a value: names say where the fault is and
+# are kept (`relation "units" does not exist`, `connection to server at "10.0.0.5"`).
+_NAMED_BY = re.compile(
+    r"(?:relation|column|role|database|schema|table|function|type|constraint|index|sequence|"
+    r"view|operator|extension|server at|host|user|of relation|of table)\s*$",
+    re.IGNORECASE,
+)
 
 
 def scrub_driver_text(text: str) -> str:
@@ -190,9 +207,15 @@ def scrub_driver_text(text: str) -> str:
     Later lines (PostgreSQL's DETAIL, LINE and CONTEXT) quote keys, rows and the query; the
     first line names the problem without echoing the URL (and its password), but may quote the
     offending value (`invalid input syntax for type integer: "4821"`), so every quoted literal
-    becomes `"***"`. What it masks along with values (a constraint or column name) is found in
-    the PM database's own log.
+    becomes `"***"`, except the names a fault is about (`relation "units" does not exist`,
+    `role "pm_reader"`, `server at "10.0.0.5"`), which the operator needs to fix it.
     """
     stripped = text.strip()
     first_line = stripped.splitlines()[0] if stripped else ""
-    return _QUOTED.sub('"***"', first_line)[:300]
+
+    def mask(match: re.Match[str]) -> str:
+        if _NAMED_BY.search(first_line[: match.start()]):
+            return match.group(0)
+        return '"***"'
+
+    return _QUOTED.sub(mask, first_line)[:300]

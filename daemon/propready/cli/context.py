@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket
 import sys
 
 import click
@@ -29,3 +32,9 @@ def settings_from(ctx: click.Context, *, logs_to_stdout: bool = False) -> Settin
     )
     root.obj["settings"] = settings
     return settings
+
+
+def operator_name() -> str:
+    """Who is acting, for the audit log: the user behind sudo if any, on this host."""
+    user = os.environ.get("SUDO_USER") or getpass.getuser()
+    return f"{user}@{socket.gethostname()}"

@@ -20,6 +20,7 @@ from propready.cli.report_command import report_command
 from propready.cli.rules_commands import rules_group
 from propready.cli.run_commands import check_command, run_command
 from propready.cli.sandbox_command import sandbox_command
+from propready.cli.sending_commands import sending_group
 from propready.cli.serve_command import serve_command
 from propready.cli.simulate_command import simulate_command
 from propready.cli.webhooks_commands import webhooks_group
@@ -66,6 +67,7 @@ for command in (
     backfill_command,
     serve_command,
     webhooks_group,
+    sending_group,
 ):
     cli.add_command(command)
 

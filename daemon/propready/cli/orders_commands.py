@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -15,7 +13,7 @@ import sqlalchemy as sa
 from propready.adapters.planomatic import PlanomaticClient, VendorError
 from propready.adapters.store import outbox
 from propready.adapters.store.engine import create_state_engine
-from propready.cli.context import settings_from
+from propready.cli.context import operator_name, settings_from
 from propready.cli.output import FORMATS, emit
 from propready.core.orders import CANCEL_REASONS, OrderState
 from propready.service.components import CycleSummary
@@ -110,10 +108,6 @@ def show_command(ctx: click.Context, external_order_id: str, fmt: str) -> None:
     emit([{**row.as_dict(), "payload": payload}], (*LIST_COLUMNS, "payload"), fmt, title="order")
 
 
-def _operator() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
-
-
 @contextmanager
 def _state_and_client(settings: Settings) -> Iterator[tuple[sa.Engine, PlanomaticClient | None]]:
     engine = create_state_engine(settings.state.url)
@@ -146,7 +140,7 @@ def approve_command(ctx: click.Context, external_order_ids: tuple[str, ...], fmt
     approved = []
     with _state_and_client(settings) as (engine, _client):
         for external_order_id in external_order_ids:
-            approved.append(approve(engine, external_order_id, utc_now(), _operator()))
+            approved.append(approve(engine, external_order_id, utc_now(), operator_name()))
     emit([o.as_dict() for o in approved], ACTION_COLUMNS, fmt, title="approved")
 
 
@@ -177,7 +171,7 @@ def cancel_command(
     """
     settings = settings_from(ctx)
     with _state_and_client(settings) as (engine, client):
-        row = cancel(engine, client, external_order_id, reason, notes, utc_now(), _operator())
+        row = cancel(engine, client, external_order_id, reason, notes, utc_now(), operator_name())
     emit([row.as_dict()], ACTION_COLUMNS, fmt, title="canceled")
 
 
@@ -212,7 +206,7 @@ def resolve_command(
             client,
             external_order_id,
             utc_now(),
-            _operator(),
+            operator_name(),
             vendor_order_id=vendor_order_id,
             not_placed=not_placed,
         )

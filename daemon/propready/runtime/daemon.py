@@ -310,6 +310,8 @@ class Daemon:
             self.health.job_succeeded(name, now)
         else:
             self.health.job_failed(name, now, error)
+        if name == "send" and error is None:
+            self.health.set_sending_paused(summary.sending_paused)
         if name in ("send", "recovery") and error is None:
             # Each order counts: "N sends in a row failed" means N orders, not N job runs.
             if summary.placed or summary.rejected:

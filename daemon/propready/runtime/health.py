@@ -10,7 +10,9 @@ A daemon is unhealthy when
   the start, whichever is later: homes becoming ready go unnoticed;
 - `failure_limit` sends in a row got no definite answer from PlanOmatic (timeouts, 5xx, 429
   storms): orders pile up or sit in `unknown`;
-- a job raised `failure_limit` times in a row (the state database is down, a bug).
+- a job raised `failure_limit` times in a row (the state database is down, a bug);
+- sending is paused for every host (the vendor refused the API key, or an operator paused it):
+  orders wait in `planned` until a person acts.
 
 Pure bookkeeping: callers pass every time in (aware UTC datetimes), and the tracker never reads
 the clock, so tests and the daemon agree on what "now" is.
@@ -83,6 +85,7 @@ class HealthTracker:
         self._polls = _Streak()
         self._sends = _Streak()
         self._jobs: dict[str, _Streak] = {}
+        self._sending_paused: str | None = None
 
     @property
     def last_successful_poll(self) -> datetime | None:
@@ -135,6 +138,11 @@ class HealthTracker:
         with self._lock:
             self._jobs.setdefault(job, _Streak()).failed(error)
 
+    def set_sending_paused(self, reason: str | None) -> None:
+        """What the last send job found: sending paused (and why), or None when it may send."""
+        with self._lock:
+            self._sending_paused = _short(reason) if reason is not None else None
+
     def set_poll_stale_after(self, value: timedelta) -> None:
         """A config reload changed the poll interval, and with it how old a poll may get."""
         if value <= timedelta(0):
@@ -150,6 +158,7 @@ class HealthTracker:
                 *self._poll_problems(now),
                 *self._send_problems(),
                 *self._job_problems(),
+                *self._pause_problems(),
             ]
             detail: dict[str, Any] = {
                 "last_successful_poll": (
@@ -164,6 +173,7 @@ class HealthTracker:
                     job: {"failures": streak.failures, "error": streak.error}
                     for job, streak in sorted(self._jobs.items())
                 },
+                "sending_paused": self._sending_paused,
                 "uptime_seconds": _seconds(now - self._started_at),
             }
             never_polled = self._last_poll_success is None
@@ -203,6 +213,14 @@ class HealthTracker:
         return [
             f"{self._sends.failures} sends in a row without a definite answer from PlanOmatic "
             f"(limit {self._failure_limit}); last error: {self._sends.error}"
+        ]
+
+    def _pause_problems(self) -> list[str]:
+        if self._sending_paused is None:
+            return []
+        return [
+            f"sending is paused for every host: {self._sending_paused}; orders wait in planned "
+            "(fix the API key and reload, or `propready sending resume`)"
         ]
 
     def _job_problems(self) -> list[str]:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from propready.adapters.store import properties
+from propready.adapters.store import audit, properties
+from propready.core.audit_kinds import AuditKind
 from propready.core.checkpoint import Checkpoint
 from propready.service.components import Components
 from propready.settings import SourceSettings
@@ -75,6 +76,13 @@ def record_source_failure(components: Components, error: str, now: datetime) -> 
             last_error=error,
             consecutive_failures=failures,
         )
+        if failures == 1:  # once per outage: the first failure opens it
+            audit.record(
+                connection,
+                AuditKind.SOURCE_UNAVAILABLE,
+                now,
+                detail={"error": error, "retry": "with backoff, from the poll interval up to 1 h"},
+            )
     return failures
 
 

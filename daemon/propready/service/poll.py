@@ -211,6 +211,16 @@ class _PollRun:
                 values["cursor_value"] = encode_cursor(self.memory.cursor.maximum)
         with self.components.state.begin() as connection:
             properties.save_checkpoint(connection, checkpoints.CHECKPOINT, **values)
+            if self.checkpoint.consecutive_failures:  # the outage that opened is over
+                audit.record(
+                    connection,
+                    AuditKind.SOURCE_RECOVERED,
+                    self.now(),
+                    detail={
+                        "failed_polls": self.checkpoint.consecutive_failures,
+                        "last_error": self.checkpoint.last_error,
+                    },
+                )
 
 
 def _write_plan(connection: sa.Connection, plan: BatchPlan, now: datetime) -> None:
