@@ -158,8 +158,8 @@ ACCESS_METHOD_TABLE: tuple[AccessMethod, ...] = (
     AccessMethod(
         "no_access_needed",
         (),
-        "nobody enters: occupied homes, and only services the catalog marks as needing no access "
-        "(e.g. `exterior_photos`; `photos` and `zillow_3d_and_floor_plans` need access)",
+        "nobody enters: for occupied homes, and only for services the catalog does not mark "
+        "`access_required`",
     ),
 )
 assert {m.name for m in ACCESS_METHOD_TABLE} == ACCESS_METHODS
