@@ -9,7 +9,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
+
 from propready.adapters.catalog_file import load_catalog
+from propready.adapters.database_urls import open_engine
 from propready.adapters.planomatic import PlanomaticClient
 from propready.adapters.rule_reloader import load_checked_rules
 from propready.adapters.source import create_source_engine
@@ -29,6 +32,17 @@ def catalog_for(settings: Settings) -> Catalog:
     return load_catalog(settings.rules.catalog_path)
 
 
+def state_engine(settings: Settings, *, connect: bool = True) -> sa.Engine:
+    """The state database, connected once to prove it is there; DatabaseSettingError if not."""
+    return open_engine("state.url", settings.state.url, create_state_engine, connect=connect)
+
+
+def source_engine(settings: Settings, *, connect: bool = False) -> sa.Engine:
+    """The PM database. Not connected by default: an outage there is the poll's business
+    (backoff, `source_unavailable`), but a URL that can never work is refused at once."""
+    return open_engine("source.url", settings.source.url, create_source_engine, connect=connect)
+
+
 def instance_name(settings: Settings) -> str:
     """This daemon's name in leases, logs and audit rows: `[daemon] instance_name` or the host."""
     return settings.daemon.instance_name or socket.gethostname()
@@ -39,8 +53,12 @@ def components(
     settings: Settings, *, vendor_observer: Callable[[str, str], None] | None = None
 ) -> Iterator[Components]:
     """Real adapters for one process; engines and the HTTP client are closed on exit."""
-    state = create_state_engine(settings.state.url)
-    source = create_source_engine(settings.source.url)
+    state = state_engine(settings)
+    try:
+        source = source_engine(settings)
+    except BaseException:
+        state.dispose()
+        raise
     try:  # rules are checked against the source query's field names before anything runs
         rules, catalog = load_checked_rules(settings, source)
     except BaseException:

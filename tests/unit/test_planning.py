@@ -64,8 +64,8 @@ def test_the_foreign_schema_story_names_every_missing_column() -> None:
     assert caught.value.problems == [
         "property_access.method_of_access: missing "
         "(the source query returns no method_of_access column)",
-        "property_access.onsite_contact_name: missing (the person PlanOmatic calls when access "
-        "fails; the source query returns no onsite_contact_name column)",
+        "property_access.onsite_contact_name: missing "
+        "(the source query returns no onsite_contact_name column)",
         "property_access.onsite_contact_phone: missing "
         "(the source query returns no onsite_contact_phone column)",
     ]

@@ -160,7 +160,13 @@ def sandbox_command(
         stall_seconds=stall_seconds,
         faults={action: tuple(kinds) for action, kinds in queued.items()},
     )
-    server = SandboxServer(config, host=host, port=port)
+    try:
+        server = SandboxServer(config, host=host, port=port)
+    except OSError as exc:  # the port is taken, or the host is not an address of this machine
+        reason = (exc.strerror or str(exc)).lower()
+        raise click.ClickException(
+            f"sandbox --port: cannot listen on {host}:{port} ({reason})"
+        ) from None
     _serve_until_signalled(server, url_file)
 
 

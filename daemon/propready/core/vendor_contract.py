@@ -378,7 +378,7 @@ def _check_access_details(found: _Problems, access: Mapping[str, Any], method: A
     needed_for = f"required for {method}"
     check("access_code", _is_one_of(method, METHODS_NEEDING_CODE), hint=needed_for)
     check("lockbox_location", method == "lockbox_code", hint=needed_for)
-    check("onsite_contact_name", True, hint="the person PlanOmatic calls when access fails")
+    check("onsite_contact_name", True)
     phone = access.get("onsite_contact_phone")
     if check("onsite_contact_phone", required=True, max_length=None) and not _plausible_phone(
         phone
