@@ -104,6 +104,8 @@ def stream_batches(
         connection = engine.raw_connection()
     except sa.exc.DBAPIError as exc:
         raise SourceUnavailable(_describe(exc)) from exc
+    except engine.dialect.loaded_dbapi.Error as exc:  # raw_connection() does not wrap it
+        raise SourceUnavailable(_describe_driver_error(exc)) from exc
     try:
         if is_postgresql:
             # propready never writes to the PM database; say so to the server too.

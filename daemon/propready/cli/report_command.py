@@ -49,5 +49,8 @@ def report_command(ctx: click.Context, since: datetime, until: datetime | None, 
             data = collect(connection, _aware(since), _aware(until) if until else now)
     finally:
         engine.dispose()
-    out.write_text(render(data, now), encoding="utf-8")
+    try:
+        out.write_text(render(data, now), encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"--out: cannot write {out} ({exc.strerror or exc})") from None
     click.echo(f"wrote {out}")

@@ -53,6 +53,8 @@ DIFF_COLUMNS = (
 
 
 def _refuse(label: str, exc: RuleFileError) -> NoReturn:
+    if len(exc.problems) == 1 and exc.problems[0].location.line == 0:
+        raise click.ClickException(f"--rules: {exc.problems[0].reason}")  # a path, not a rule
     for problem in exc.problems:
         click.echo(str(problem), err=True)
     click.echo(f"the {label} rules cannot be used: {len(exc.problems)} problem(s)", err=True)
@@ -87,21 +89,22 @@ def simulate_command(
       propready simulate --property DEN-00017
     """
     settings = settings_from(ctx)
-    source = source_engine(settings)
-    state = _state_if_any(settings)
+    source = source_engine(settings, connect=True)
     try:
+        state = _state_if_any(settings)
+    except BaseException:
+        source.dispose()
+        raise
+    try:
+        live, catalog = load_checked_rules(settings, source)  # refused in one line by main
         try:
-            live, catalog = load_checked_rules(settings, source)
-        except RuleFileError as exc:
-            _refuse("live", exc)
-        candidate: RuleSet | None = None
-        if candidate_path is not None:
-            fields = frozenset(query_columns(source, settings.source.query))
-            try:
-                candidate = load_rule_set(candidate_path, catalog, fields)
-            except RuleFileError as exc:
-                _refuse("candidate", exc)
-        try:
+            candidate: RuleSet | None = None
+            if candidate_path is not None:
+                fields = frozenset(query_columns(source, settings.source.query))
+                try:
+                    candidate = load_rule_set(candidate_path, catalog, fields)
+                except RuleFileError as exc:
+                    _refuse("candidate", exc)
             rows, traced, homes, problems = _run(
                 settings, state, source, live, catalog, candidate, property_id, fmt
             )
