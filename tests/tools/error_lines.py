@@ -42,6 +42,7 @@ from tests.integration.cycle_support import QUERY, REPO, PmDatabase, home
 # What a mistake breaks, and so which commands must answer it.
 CONFIG, STATE, SOURCE_URL, SOURCE_DOWN, QUERY_ERROR = "config", "state", "source_url", "source_down", "query"  # fmt: skip
 RULES, CATALOG, VENDOR, METRICS, PORT = "rules", "catalog", "vendor", "metrics", "port"
+DEPLOY = "deploy"
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ COMMANDS: dict[str, Command] = {
     "simulate": Command((), _RULES | {SOURCE_DOWN, QUERY_ERROR}),
     "backfill": Command(("backfill", "--dry-run"), _RULES),
     "sandbox": Command(("sandbox", "--port", "{busy_port}"), frozenset({PORT}), forever=True, reads_config=False),
+    "deploy-files": Command(("deploy-files", "{tmp}/deployed"), frozenset({DEPLOY}), reads_config=False),
 }  # fmt: skip
 
 
@@ -143,6 +145,8 @@ def mistakes(env: Environment) -> list[Mistake]:
                 {"rules": {"path": str(env.empty_dir)}}),
         Mistake("catalog_missing", "rules.catalog_path: does not exist", CATALOG,
                 "rules.catalog_path", {"rules": {"catalog_path": str(env.tmp / "catalog.yaml")}}),
+        Mistake("deploy_overwrite", "deploy-files into a folder that has the files", DEPLOY,
+                "--force"),
     ]  # fmt: skip
 
 
@@ -242,6 +246,8 @@ def environment(tmp: Path) -> Iterator[Environment]:
     engine.dispose()
     empty = tmp / "empty-rules"
     empty.mkdir()
+    (tmp / "deployed").mkdir()
+    (tmp / "deployed" / "propready.service").write_text("# the operator's own copy\n")
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))  # bound but not listening: connections are refused
     busy = socket.socket()

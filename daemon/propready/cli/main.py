@@ -17,6 +17,7 @@ from propready.adapters.source import SourceUnavailable
 from propready.cli.audit_commands import audit_command, explain_command
 from propready.cli.backfill_command import backfill_command
 from propready.cli.db_commands import db_group
+from propready.cli.deploy_command import deploy_files_command
 from propready.cli.orders_commands import orders_group
 from propready.cli.report_command import report_command
 from propready.cli.rules_commands import rules_group
@@ -67,6 +68,7 @@ for command in (
     sandbox_command,
     simulate_command,
     backfill_command,
+    deploy_files_command,
 ):
     cli.add_command(command)
 
