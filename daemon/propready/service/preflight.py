@@ -335,23 +335,39 @@ def simulate_homes(
     already ordered for this readiness, an open order, inside a duplicate window, first sight.
 
     `state` None stands for a state database that does not exist yet: nothing seen, nothing
-    ordered. It is only read, one short transaction per home, so a running daemon is never held
-    up for the length of a simulation.
+    ordered. It is only read, in one short transaction per batch of homes, so a running daemon
+    is never held up for the length of a simulation.
     """
+    pending: list[HomeNow | RowProblem] = []
     for home in ready_homes(settings, source, rules, catalog, now, only=only, on_row=on_row):
+        pending.append(home)
+        if len(pending) >= STATE_BATCH:
+            yield from _with_standing(settings, state, pending, now)
+            pending = []
+    yield from _with_standing(settings, state, pending, now)
+
+
+STATE_BATCH = 1000  # homes looked up in the state database per transaction
+
+
+def _with_standing(
+    settings: Settings, state: sa.Engine | None, homes: list[HomeNow | RowProblem], now: datetime
+) -> Iterator[SimulatedHome | RowProblem]:
+    ordering = [h.property_id for h in homes if isinstance(h, HomeNow) and h.outcome.orders]
+    memories: dict[str, dict[str, TriggerMemory]] = {}
+    existing: dict[str, list[ExistingOrder]] = {}
+    if state is not None and ordering:
+        with state.connect() as connection:
+            memories = home_orders.trigger_memories(connection, ordering)
+            existing = home_orders.orders_of_homes(connection, ordering)
+    for home in homes:
         if isinstance(home, RowProblem) or not home.outcome.orders:
             yield home if isinstance(home, RowProblem) else SimulatedHome(home, None)
             continue
         trigger = home.outcome.trigger
         assert trigger is not None
-        seen: bool = False
-        memory: dict[str, TriggerMemory] = {}
-        existing: list[ExistingOrder] = []
-        if state is not None:
-            with state.connect() as connection:
-                seen, memory = home_orders.trigger_memory(connection, home.property_id)
-                existing = home_orders.orders_of(connection, home.property_id)
-        verdict = standing(
-            trigger, seen, memory.get(trigger), existing, now, settings.orders.first_sight
-        )
+        seen = home.property_id in memories
+        memory = memories.get(home.property_id, {}).get(trigger)
+        orders = existing.get(home.property_id, [])
+        verdict = standing(trigger, seen, memory, orders, now, settings.orders.first_sight)
         yield SimulatedHome(home, verdict)
