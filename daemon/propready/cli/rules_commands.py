@@ -81,7 +81,7 @@ def _load(target: _Target) -> tuple[RuleSet, Catalog]:
     except RuleFileError as exc:
         if len(exc.problems) == 1 and exc.problems[0].location.line == 0:
             # A path that cannot be used (missing, empty, not YAML): one line says it all.
-            click.echo(exc.problems[0].reason, err=True)
+            click.echo(f"propready: {exc.problems[0].reason}", err=True)
             sys.exit(1)
         for problem in exc.problems:
             click.echo(str(problem), err=True)
