@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck pytest clean
+.PHONY: demo test lint typecheck pytest clean docs dist
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,16 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest
+
+## docs: regenerate README.md's payload-columns table from the planner's own table
+docs: $(STAMP)
+	$(BIN)/python -m propready.docs
+
+## dist: build the wheel and the sdist into dist/; the wheel carries the migrations, the example
+## config and rules, the systemd unit(s) and the runbook (`propready deploy-files DIR` writes them)
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache dist build

@@ -16,6 +16,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlparse
@@ -32,6 +33,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from propready.adapters.database_urls import same_database
 
 DEFAULT_CONFIG_PATH = Path("/etc/propready/propready.toml")
 ENV_PREFIX = "PROPREADY_"
@@ -156,6 +159,11 @@ class PlanomaticSettings(_Section):
             raise ValueError("must start with https:// (or http:// for a local sandbox)")
         if "api_key" in value:
             raise ValueError("must not carry the api key; set planomatic.api_key instead")
+        # The API key travels in the request body: plain http would hand it to every hop.
+        if value.startswith("http://") and not _is_loopback(urlsplit(value).hostname or ""):
+            raise ValueError(
+                "https is required (http:// only for a sandbox on 127.0.0.1, ::1 or localhost)"
+            )
         return value.rstrip("/")
 
 
@@ -332,6 +340,15 @@ class CredentialsSource(PydanticBaseSettingsSource):
         return found
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
     if explicit:
         return Path(explicit)
@@ -357,7 +374,15 @@ def load_settings(path: Path) -> Settings:
         settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(exc, path, text)) from None
-    return _resolve_relative_paths(settings, path.parent)
+    settings = _resolve_relative_paths(settings, path.parent)
+    if same_database(settings.state.url, settings.source.url):
+        # The source is read-only and the state is written all the time: one database for both
+        # would make propready write into the PM database.
+        raise ConfigError(
+            f"{path}: state.url names the same database as source.url; propready's state "
+            "needs a database of its own"
+        )
+    return settings
 
 
 def _resolve_relative_paths(settings: Settings, base: Path) -> Settings:
@@ -395,13 +420,13 @@ def _describe_validation_error(exc: ValidationError, path: Path, text: str) -> s
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
         key = ".".join(loc)
-        reason = error["msg"]
+        reason = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             reason = "unknown key"
         elif error["type"] == "missing":
             reason = "required key is missing"
         if not loc:  # a rule across sections: the reason names the keys
-            messages.append(f"{path}: {reason.removeprefix('Value error, ')}")
+            messages.append(f"{path}: {reason}")
             continue
         env_name = ENV_PREFIX + "__".join(part.upper() for part in loc)
         if env_name in {name.upper() for name in os.environ}:

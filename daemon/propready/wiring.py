@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from propready.adapters.catalog_file import load_catalog
+from propready.adapters.database_urls import open_engine
 from propready.adapters.planomatic import PlanomaticClient
 from propready.adapters.rule_reloader import load_checked_rules
 from propready.adapters.source import create_source_engine
@@ -37,6 +38,17 @@ def catalog_for(settings: Settings) -> Catalog:
     return load_catalog(settings.rules.catalog_path)
 
 
+def state_engine(settings: Settings, *, connect: bool = True) -> sa.Engine:
+    """The state database, connected once to prove it is there; DatabaseSettingError if not."""
+    return open_engine("state.url", settings.state.url, create_state_engine, connect=connect)
+
+
+def source_engine(settings: Settings, *, connect: bool = False) -> sa.Engine:
+    """The PM database. Not connected by default: an outage there is the poll's business
+    (backoff, `source_unavailable`), but a URL that can never work is refused at once."""
+    return open_engine("source.url", settings.source.url, create_source_engine, connect=connect)
+
+
 def instance_name(settings: Settings) -> str:
     """This daemon's name in leases, logs and audit rows: `[daemon] instance_name` or the host."""
     return settings.daemon.instance_name or socket.gethostname()
@@ -47,8 +59,12 @@ def components(
     settings: Settings, *, vendor_observer: Callable[[str, str], None] | None = None
 ) -> Iterator[Components]:
     """Real adapters for one process; engines and the HTTP client are closed on exit."""
-    state = create_state_engine(settings.state.url)
-    source = create_source_engine(settings.source.url)
+    state = state_engine(settings)
+    try:
+        source = source_engine(settings)
+    except BaseException:
+        state.dispose()
+        raise
     try:  # rules are checked against the source query's field names before anything runs
         rules, catalog = load_checked_rules(settings, source)
     except BaseException:
@@ -112,22 +128,28 @@ def serve_state_engine(settings: Settings) -> sa.Engine:
     parallel, so the pool matches the request threads that may commit at once.
     """
     size = serve_store_concurrency(settings)
-    return create_state_engine(
-        settings.state.url,
-        pool_size=size,
-        max_overflow=0,
-        pool_timeout=30,
-        # store_delivery retries once on a connection that died instead (cheaper per delivery)
-        pool_pre_ping=False,
-    )
+
+    def factory(url: str) -> sa.Engine:
+        return create_state_engine(
+            url,
+            pool_size=size,
+            max_overflow=0,
+            pool_timeout=30,
+            # store_delivery retries once on a connection that died instead (cheaper per delivery)
+            pool_pre_ping=False,
+        )
+
+    return open_engine("state.url", settings.state.url, factory)
 
 
 def serve_store_concurrency(settings: Settings) -> int:
     """Writer threads (and pooled connections): one on SQLite, which takes one writer at a
     time, a few on PostgreSQL. Each stores what waits in one transaction."""
-    if sa.make_url(settings.state.url).get_backend_name() == "sqlite":
-        return 1
-    return SERVE_PG_WRITERS
+    try:
+        backend = sa.make_url(settings.state.url).get_backend_name()
+    except sa.exc.ArgumentError:
+        return 1  # not a URL: open_engine says so, naming state.url
+    return 1 if backend == "sqlite" else SERVE_PG_WRITERS
 
 
 SERVE_PG_WRITERS = 4

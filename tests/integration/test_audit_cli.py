@@ -219,3 +219,32 @@ def test_no_secret_in_audit_views_explain_or_report_after_a_cycle(
     for text in outputs:
         assert SECRET_CODE not in text
         assert API_KEY not in text
+
+
+def test_audit_latest_lists_the_newest_rows_newest_first(known: Path) -> None:
+    """--latest N gives the N newest matching rows, newest first; with --limit it is refused."""
+    latest = _csv(propready(known, "audit", "--latest", "3", "--format", "csv").stdout)
+    assert [r["kind"] for r in latest] == ["rules_reloaded", "order_placed", "order_created"]
+    assert [int(r["id"]) for r in latest] == sorted((int(r["id"]) for r in latest), reverse=True)
+    placed = _csv(
+        propready(
+            known, "audit", "--latest", "1", "--kind", "order_placed", "--format", "csv"
+        ).stdout
+    )
+    assert [r["external_order_id"] for r in placed] == ["PR-P2-2"]
+    both = propready(known, "audit", "--latest", "1", "--limit", "5")
+    assert both.returncode == 2
+    assert both.stderr.strip() == (
+        "propready audit: give --latest N or --limit N, not both (see `propready audit --help`)"
+    )
+
+
+def test_audit_refuses_an_unknown_kind_with_the_list(known: Path) -> None:
+    """A misspelt kind is refused in one line listing the kinds, instead of matching nothing."""
+    result = propready(known, "audit", "--kind", "order_place")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert (
+        "Invalid value for '--kind': 'order_place' is not one of 'trigger_fired'," in result.stderr
+    )
+    assert "'order_placed'" in result.stderr

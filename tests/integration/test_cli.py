@@ -127,7 +127,7 @@ def test_run_once_end_to_end_on_postgresql(
     assert propready("db", "upgrade", env=env).returncode == 0
     check = propready("check", env=env)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert check.stdout.count("PASS") == 6
+    assert check.stdout.count("PASS") == 7
     assert propready("run", "--once", env=env).returncode == 0
     pm.set("H2", status="Vacant Unrented Ready")
     pm.close()
@@ -155,8 +155,8 @@ def test_check_fails_when_the_vendor_rejects_the_key(tmp_path: Path, sandbox_url
     assert propready("--config", str(config), "db", "upgrade").returncode == 0
     result = propready("--config", str(config), "check")
     assert result.returncode == 1
-    assert "FAIL  vendor" in result.stdout
-    assert "api key is not accepted" in result.stdout
+    assert "FAIL vendor: " in result.stdout
+    assert "refuses the API key (api_key: unauthorized)" in result.stdout
 
 
 def _wait_for_first_poll(state_db: Path, timeout: float = 60) -> None:
@@ -232,4 +232,4 @@ def test_a_failing_source_shows_in_run_once_and_check(tmp_path: Path, sandbox_ur
     assert "no such table: homes" in run.stderr
     check = propready("--config", str(config), "check")
     assert check.returncode == 1
-    assert "FAIL  polls    1 failed in a row; last: source query failed" in check.stdout
+    assert "FAIL polls: 1 failed in a row; last: source query failed" in check.stdout

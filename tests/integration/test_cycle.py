@@ -235,7 +235,7 @@ def test_ambiguous_vendor_answers_leave_the_order_unknown(
         return httpx.Response(status, content=body)
 
     clock = Clock()
-    settings = make_settings(state_url, pm.url, "http://vendor.test")
+    settings = make_settings(state_url, pm.url, "https://vendor.test")
     with wired(settings, transport=httpx.MockTransport(vendor)) as parts:
         run_cycle(parts, clock)
         pm.set("H1", status="Vacant Unrented Ready")

@@ -162,3 +162,24 @@ def test_an_unknown_order_is_listed_and_resolved_by_the_operator(
     assert placed["state"] == OrderState.PLACED
     (failed,) = _json_rows(_cli(config, "resolve", ids[other], "--not-placed", "--format", "json"))
     assert failed["state"] == OrderState.FAILED
+
+
+def test_sync_says_how_many_recently_checked_orders_it_skipped(
+    tmp_path: Path, state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    """Orders checked within 15 minutes are skipped unless --all, and the count says so."""
+    _orders_for(state_url, pm, sandbox, "live")
+    config = _config_for(tmp_path, state_url, sandbox, "live")
+    first = _cli(config, "sync")
+    assert first.returncode == 0, first.stderr
+    assert "2 order(s) retrieved, 0 changed" in first.stderr
+    assert "skipped" not in first.stderr
+    again = _cli(config, "sync")
+    assert "0 order(s) retrieved, 0 changed" in again.stderr
+    assert (
+        "2 placed order(s) skipped: checked in the last 15 minutes (the daemon keeps checking "
+        "them); --all includes them"
+    ) in again.stderr
+    every = _cli(config, "sync", "--all", "--limit", "1")
+    assert "1 order(s) retrieved" in every.stderr
+    assert "1 more order(s) due: run it again or raise --limit" in every.stderr

@@ -82,7 +82,7 @@ def test_sighup_swaps_good_rules_and_refuses_bad_ones(tmp_path: Path) -> None:
         assert any("unknown field property.bedroom " in p for p in detail["problems"])
         check = _cli(config, "check")
         assert check.returncode == 1
-        assert "FAIL  reload" in check.stdout
+        assert "FAIL reload: " in check.stdout
         assert f"keeps running version {new_version}" in check.stdout
         # The daemon still decides with the last good rules (photos x20).
         pm.set("H1", status="Vacant Unrented Ready")
@@ -115,7 +115,7 @@ def test_sighup_swaps_good_rules_and_refuses_bad_ones(tmp_path: Path) -> None:
                 e for e in _events(config, "rules_loaded") if e["detail"]["cause"] == "file change"
             ],
         )
-        assert "FAIL  reload" not in _cli(config, "check").stdout
+        assert "FAIL reload: " not in _cli(config, "check").stdout
     finally:
         daemon.send_signal(signal.SIGTERM)
         out, err = daemon.communicate(timeout=30)

@@ -361,7 +361,7 @@ def test_catalog_required_fields_are_enforced_per_service(sandbox: Sandbox) -> N
         ("lockbox_code", [("access_code", "missing"), ("lockbox_location", "missing")]),
         ("keypad", [("access_code", "missing")]),
         ("rently", []),
-        ("no_access_needed", []),
+        ("no_access_needed", [("method_of_access", "access_required")]),
         ("front_door", [("method_of_access", "unrecognized")]),
         ({"kind": "keypad"}, [("method_of_access", "unrecognized")]),
     ],
@@ -369,7 +369,8 @@ def test_catalog_required_fields_are_enforced_per_service(sandbox: Sandbox) -> N
 def test_access_details_required_by_method(
     sandbox: Sandbox, method: Any, expected: list[tuple[str, str]]
 ) -> None:
-    """Lockboxes need a code and a location, keypads a code; other methods need neither."""
+    """Lockboxes need a code and a location, keypads a code; photos (access_required in the
+    catalog) cannot be ordered with no_access_needed."""
     access = {
         "vacant": True,
         "method_of_access": method,
@@ -381,6 +382,75 @@ def test_access_details_required_by_method(
         assert errors_of(response) == [(f"property_access.{a}", m) for a, m in expected]
     else:
         assert response.status_code == 201
+
+
+def test_no_access_needed_takes_only_services_without_entry(sandbox: Sandbox) -> None:
+    """Exterior photos need no entry: no_access_needed is accepted for them, vacant or not."""
+    access = {
+        "vacant": False,
+        "method_of_access": "no_access_needed",
+        "onsite_contact_name": "Pat Lee",
+        "onsite_contact_phone": "+1 555-555-5555",
+    }
+    services = [{"slug": "exterior_photos", "quantity": 3}]
+    assert sandbox.create(property_access=access, services=services).status_code == 201
+
+
+def test_an_occupied_home_takes_only_no_access_needed(sandbox: Sandbox) -> None:
+    """vacant false with a lockbox is `not_allowed`: the vendor enters occupied homes by no key."""
+    body = nested(order_body(), "property_access.vacant", False)
+    assert errors_of(sandbox.post(CREATE, body)) == [
+        ("property_access.method_of_access", "not_allowed")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("postal_code", "accepted"),
+    [("80202", True), ("80202-1234", True), ("02134", True), ("8020", False),
+     ("80202-12", False), ("802021234", False), (" 80202", False), ("ABCDE", False)],
+)  # fmt: skip
+def test_postal_code_is_five_digits_or_zip_plus_four(
+    sandbox: Sandbox, postal_code: str, accepted: bool
+) -> None:
+    """A postal code is 12345 or 12345-6789; anything else is `unrecognized`."""
+    response = sandbox.post(
+        CREATE, nested(order_body(), "property.location.postal_code", postal_code)
+    )
+    if accepted:
+        assert response.status_code == 201
+    else:
+        assert errors_of(response) == [("property.location.postal_code", "unrecognized")]
+
+
+def test_contact_phone_email_and_access_lengths(sandbox: Sandbox) -> None:
+    """A phone needs 10-15 digits, an email an @; codes and locations stop at 255, email at 254."""
+    body = order_body()
+    body["property_access"].update(
+        onsite_contact_phone="555-0100",
+        onsite_contact_email="pat.example.com",
+        access_code="1" * 256,
+        lockbox_location="l" * 256,
+        onsite_contact_name="n" * 256,
+    )
+    assert errors_of(sandbox.post(CREATE, body)) == [
+        ("property_access.access_code", "too_long"),
+        ("property_access.lockbox_location", "too_long"),
+        ("property_access.onsite_contact_name", "too_long"),
+        ("property_access.onsite_contact_phone", "unrecognized"),
+        ("property_access.onsite_contact_email", "unrecognized"),
+    ]
+    body["property_access"].update(
+        onsite_contact_phone="(303) 555-0100 ext. 12",
+        onsite_contact_email="p" * 242 + "@example.com",
+        access_code="1" * 255,
+        lockbox_location="l" * 255,
+        onsite_contact_name="n" * 255,
+    )
+    assert sandbox.post(CREATE, body).status_code == 201
+    body["property_access"]["onsite_contact_email"] = "p" * 243 + "@example.com"
+    assert errors_of(sandbox.post(CREATE, body)) == [
+        ("property_access.onsite_contact_email", "too_long")
+    ]
 
 
 def test_vacancy_and_onsite_contact_are_checked(sandbox: Sandbox) -> None:

@@ -82,7 +82,7 @@ def test_api_key_from_systemd_credentials(
         (lambda t: t + '[log]\nformat = "xml"\n', "propready.toml:11: log.format"),
         (
             lambda t: t + '[metrics]\nlisten = "9464"\n',
-            "propready.toml:11: metrics.listen: Value error, must be HOST:PORT",
+            "propready.toml:11: metrics.listen: must be HOST:PORT",
         ),
     ],
 )
@@ -160,3 +160,48 @@ def test_metrics_beyond_loopback(config: Path, listen: str, beyond: bool) -> Non
     """Any address other than a loopback one counts as reachable from other hosts."""
     config.write_text(MINIMAL + f'[metrics]\nlisten = "{listen}"\n')
     assert load_settings(config).metrics.beyond_loopback is beyond
+
+
+@pytest.mark.parametrize(
+    ("base_url", "accepted"),
+    [("https://api.planomatic.com", True), ("http://127.0.0.1:8080", True),
+     ("http://localhost:8080", True), ("http://[::1]:8080", True),
+     ("http://api.planomatic.com", False), ("http://10.0.0.5:8080", False)],
+)  # fmt: skip
+def test_https_is_required_beyond_loopback(config: Path, base_url: str, accepted: bool) -> None:
+    """The key travels in the body: plain http is refused at load except for a local sandbox."""
+    config.write_text(MINIMAL + f'base_url = "{base_url}"\n')
+    if accepted:
+        assert load_settings(config).planomatic.base_url == base_url
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    assert f"{config}:10: planomatic.base_url: https is required" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("state", "source"),
+    [("sqlite:///pm.db", "sqlite:///pm.db"),
+     ("sqlite:///./sub/../pm.db", "sqlite:///pm.db"),
+     ("postgresql+psycopg://propready@db:5432/pm", "postgresql://pm_reader:pw@db/pm")],
+)  # fmt: skip
+def test_a_state_url_equal_to_the_source_url_is_refused(
+    config: Path, state: str, source: str
+) -> None:
+    """One database for both would make propready write into the PM database: refused."""
+    config.write_text(f'[state]\nurl = "{state}"\n[source]\nurl = "{source}"\nquery = "SELECT 1"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    assert str(caught.value) == (
+        f"{config}: state.url names the same database as source.url; propready's state needs a "
+        "database of its own"
+    )
+
+
+def test_another_database_on_the_same_server_is_fine(config: Path) -> None:
+    """Same PostgreSQL server, another database: accepted."""
+    config.write_text(
+        '[state]\nurl = "postgresql+psycopg://propready@db/propready"\n'
+        '[source]\nurl = "postgresql+psycopg://pm_reader@db/pm"\nquery = "SELECT 1"\n'
+    )
+    assert load_settings(config).state.url.endswith("/propready")

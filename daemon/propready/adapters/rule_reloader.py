@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -58,14 +59,21 @@ def load_checked_rules(settings: Settings, source: sa.Engine) -> tuple[RuleSet, 
 
     Raises RuleFileError (a bad catalog file is reported the same way).
     """
-    path = settings.rules.catalog_path
-    try:
-        catalog = load_catalog(path)
-    except (CatalogError, OSError, yaml.YAMLError) as exc:
-        where = SourceLocation(str(path or "catalog"), 0)
-        raise RuleFileError([RuleProblem(where, f"catalog: {exc}")]) from None
+    catalog = load_catalog_or_refuse(settings.rules.catalog_path)
     fields = known_source_fields(source, settings.source.query)
     return load_rule_set(settings.rules.path, catalog, fields), catalog
+
+
+def load_catalog_or_refuse(path: Path | None) -> Catalog:
+    """The bundled catalog extended by `path`; RuleFileError naming rules.catalog_path if the
+    file cannot be read or is malformed."""
+    try:
+        return load_catalog(path)
+    except (CatalogError, OSError, yaml.YAMLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        where = SourceLocation(str(path or "catalog"), 0)
+        problem = f"rules.catalog_path: {path}: {reason.splitlines()[0] if reason else exc}"
+        raise RuleFileError([RuleProblem(where, problem)]) from None
 
 
 class RuleReloader:

@@ -22,6 +22,7 @@ from propready.adapters.rule_yaml import RuleFileError, RuleProblem, YamlPath, l
 from propready.adapters.rulefile_models import (
     FileModel,
     RuleModel,
+    ServiceModel,
     describe,
     validation_problems,
 )
@@ -119,10 +120,13 @@ MAX_RULE_FILES = 200
 def rule_files_in(path: Path) -> list[Path]:
     """The rule files at `path`: the path itself unless it is a folder, else its *.yaml files.
 
-    Anything that is not a folder is taken as a file, so a device or a FIFO given by mistake is
-    refused by the reader rather than mistaken for an empty folder.
+    A regular file counts only with a .yaml or .yml name. Anything else that is not a folder (a
+    device or a FIFO given by mistake) is returned, so the reader refuses it rather than it being
+    mistaken for an empty folder.
     """
     if path.exists() and not path.is_dir():
+        if path.is_file():
+            return [path] if path.suffix in (".yaml", ".yml") else []
         return [path]
     return sorted(p for p in path.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
 
@@ -164,9 +168,13 @@ def load_rule_set(
     """Load every rule file under `path`; raise RuleFileError listing every problem."""
     files = rule_files_in(path)
     if not files:
-        raise RuleFileError(
-            [RuleProblem(SourceLocation(str(path), 0), "no *.yaml rule files here")]
-        )
+        if not path.exists():
+            reason = f"rules.path: {path} does not exist"
+        elif path.is_dir():
+            reason = f"rules.path: no *.yaml rule files in {path}"
+        else:
+            reason = f"rules.path: {path} is not a .yaml rule file or a folder of them"
+        raise RuleFileError([RuleProblem(SourceLocation(str(path), 0), reason)])
     if len(files) > MAX_RULE_FILES:
         raise RuleFileError(
             [
@@ -234,6 +242,11 @@ def parse_rule_files(
             label = _rule_label(raw, index)
             rule_model = checker.validate(RuleModel, raw, file, lines, base, label)
             if rule_model is None:
+                # Check the fields that did validate too, so every problem of the rule is
+                # reported at once (an unknown trigger next to a misspelt key, say).
+                partial = _partial_rule(raw, index)
+                if partial is not None:
+                    _build_rule(checker, partial, file, lines, base, triggers)
                 continue
             where = SourceLocation(file, line_of(lines, (*base, "id")))
             if rule_model.id in first_seen:
@@ -264,6 +277,22 @@ def rules_version(sources: Iterable[tuple[str, str]]) -> str:
     return digest.hexdigest()[:16]
 
 
+def _partial_rule(raw: Any, index: int) -> RuleModel | None:
+    """The rule's valid fields as a model (the invalid ones left at their defaults), or None."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        RuleModel.model_validate(raw)
+    except ValidationError as exc:
+        bad = {error["loc"][0] for error in exc.errors() if error["loc"]}
+    else:
+        return None
+    kept = {k: v for k, v in raw.items() if k in RuleModel.model_fields and k not in bad}
+    values: dict[str, Any] = {"id": f"rules[{index}]", "triggered_by": [], "services": [], **kept}
+    values["services"] = [ServiceModel.model_validate(item) for item in values["services"]]
+    return RuleModel.model_construct(**values)
+
+
 def _rule_label(raw: Any, index: int) -> str:
     rule_id = raw.get("id") if isinstance(raw, dict) else None
     return f"rule {rule_id!r}: " if isinstance(rule_id, str) else f"rules[{index}]: "
@@ -287,6 +316,9 @@ def _add_triggers(
             continue
         if not isinstance(source, str):
             checker.add(location, f"trigger {name!r}: expected a CEL condition, {describe(source)}")
+            continue
+        if not source.strip():
+            checker.add(location, f"trigger {name!r}: the condition is empty")
             continue
         if name in triggers:
             checker.add(
@@ -317,7 +349,16 @@ def _build_rule(
             checker.add(
                 at("triggered_by", position), f"{label}: unknown trigger {name!r} (known: {known})"
             )
-    when = checker.compile(raw.when, at("when"), f"{label}: when") if raw.when else None
+    when = None
+    if raw.when is not None and not raw.when.strip():
+        # An empty condition would hold for every home: almost certainly not what was meant.
+        checker.add(
+            at("when"),
+            f"{label}: when is empty; write a condition, or leave `when` out for a rule that "
+            "orders every time its triggers fire",
+        )
+    elif raw.when is not None:
+        when = checker.compile(raw.when, at("when"), f"{label}: when")
     services = _services(checker, raw, at, label)
     for key, value in raw.metadata.items():
         if not _METADATA_KEY.match(key):

@@ -17,10 +17,11 @@ from propready.adapters.store.audit_chain import (
     trigger_problems,
     verify_chain,
 )
-from propready.adapters.store.engine import create_state_engine
 from propready.cli.context import settings_from
 from propready.cli.output import FORMATS, emit
+from propready.core.audit_kinds import AuditKind
 from propready.report.story import summarise
+from propready.wiring import state_engine
 
 COLUMNS = (
     "id",
@@ -45,7 +46,7 @@ def _aware(value: datetime | None) -> datetime | None:
 @contextmanager
 def _state(ctx: click.Context) -> Iterator[sa.Connection]:
     settings = settings_from(ctx)
-    engine = create_state_engine(settings.state.url)
+    engine = state_engine(settings)
     try:
         with engine.connect() as connection:
             yield connection
@@ -55,7 +56,14 @@ def _state(ctx: click.Context) -> Iterator[sa.Connection]:
 
 @click.group("audit", invoke_without_command=True)
 @click.option("--property", "property_id", help="Only this external_property_id.")
-@click.option("--kind", "kinds", multiple=True, help="Only these event kinds (repeatable).")
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice([kind.value for kind in AuditKind]),
+    metavar="KIND",
+    help="Only these event kinds (repeatable); an unknown kind is refused with the list.",
+)
 @click.option("--rule", "rule_id", help="Only this rule id.")
 @click.option("--entity", "entity", help="Only rows of orders for this billing entity slug.")
 @click.option("--order", "order", help="Only rows of this order (its external_order_id).")
@@ -63,7 +71,19 @@ def _state(ctx: click.Context) -> Iterator[sa.Connection]:
     "--since", type=click.DateTime(), help="From this time (UTC unless it has an offset)."
 )
 @click.option("--until", type=click.DateTime(), help="Before this time.")
-@click.option("--limit", type=click.IntRange(1), default=1000, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=None,
+    help="At most this many rows, oldest first [default: 1000].",
+)
+@click.option(
+    "--latest",
+    type=click.IntRange(1),
+    default=None,
+    metavar="N",
+    help="The newest N rows matching the filters, newest first.",
+)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.pass_context
 def audit_command(
@@ -75,7 +95,8 @@ def audit_command(
     order: str | None,
     since: datetime | None,
     until: datetime | None,
-    limit: int,
+    limit: int | None,
+    latest: int | None,
     fmt: str,
 ) -> None:
     """Query the audit log, oldest first; `audit verify` checks its hash chain.
@@ -88,10 +109,13 @@ def audit_command(
       propready audit --kind order_placed --since 2026-11-01 --format csv
       propready audit --entity investment_entity_1 --until 2026-12-01
       propready audit --order PR-DEN-00017-1a2b3c
+      propready audit --latest 20 --kind order_rejected
       propready audit verify
     """
     if ctx.invoked_subcommand is not None:
         return
+    if latest is not None and limit is not None:
+        raise click.UsageError("give --latest N or --limit N, not both")
     with _state(ctx) as connection:
         rows = audit.query_events(
             connection,
@@ -100,11 +124,12 @@ def audit_command(
             rule_id=rule_id,
             since=_aware(since),
             until=_aware(until),
-            limit=limit,
+            limit=latest or limit or 1000,
             billing_entity_slug=entity,
             external_order_id=order,
+            newest_first=latest is not None,
         )
-    emit(rows, COLUMNS, fmt, title="audit log")
+    emit(rows, COLUMNS, fmt, title="audit log, newest first" if latest else "audit log")
 
 
 @audit_command.command("verify")

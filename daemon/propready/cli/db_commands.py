@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from propready.adapters.store import migrate
-from propready.adapters.store.engine import create_state_engine
 from propready.cli.context import settings_from
+from propready.wiring import state_engine
 
 
 @click.group("db")
@@ -32,7 +32,7 @@ def upgrade_command(ctx: click.Context, revision: str) -> None:
       propready --config /etc/propready/propready.toml db upgrade
     """
     settings = settings_from(ctx)
-    engine = create_state_engine(settings.state.url)
+    engine = state_engine(settings)
     try:
         before, after = migrate.upgrade(engine, revision)
     finally:
@@ -53,7 +53,7 @@ def current_command(ctx: click.Context) -> None:
       propready db current
     """
     settings = settings_from(ctx)
-    engine = create_state_engine(settings.state.url)
+    engine = state_engine(settings)
     try:
         current = migrate.current_revision(engine)
     finally:

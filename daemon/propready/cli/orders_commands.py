@@ -12,15 +12,14 @@ import sqlalchemy as sa
 
 from propready.adapters.planomatic import PlanomaticClient, VendorError
 from propready.adapters.store import outbox
-from propready.adapters.store.engine import create_state_engine
 from propready.cli.context import operator_name, settings_from
 from propready.cli.output import FORMATS, emit
 from propready.core.orders import CANCEL_REASONS, OrderState
 from propready.service.components import CycleSummary
 from propready.service.operator import OrderActionError, approve, cancel, resolve
-from propready.service.status_sync import sync_statuses
+from propready.service.status_sync import sync_backlog, sync_statuses
 from propready.settings import Settings
-from propready.wiring import components, utc_now, vendor_client
+from propready.wiring import components, state_engine, utc_now, vendor_client
 
 LIST_COLUMNS = (
     "id",
@@ -36,6 +35,7 @@ LIST_COLUMNS = (
     "last_error",
 )
 ACTION_COLUMNS = ("id", "external_order_id", "external_property_id", "state", "vendor_status")
+SYNC_INTERVAL = timedelta(minutes=15)  # orders checked this recently are skipped unless --all
 SYNC_COLUMNS = (
     "external_order_id",
     "external_property_id",
@@ -71,7 +71,7 @@ def list_command(ctx: click.Context, state: str | None, fmt: str, limit: int) ->
       propready orders list --state placed --format csv > placed.csv
     """
     settings = settings_from(ctx)
-    engine = create_state_engine(settings.state.url)
+    engine = state_engine(settings)
     try:
         with engine.begin() as connection:
             rows = [o.as_dict() for o in outbox.list_orders(connection, state=state, limit=limit)]
@@ -92,7 +92,7 @@ def show_command(ctx: click.Context, external_order_id: str, fmt: str) -> None:
       propready orders show pr-3f2a9c...
     """
     settings = settings_from(ctx)
-    engine = create_state_engine(settings.state.url)
+    engine = state_engine(settings)
     try:
         with engine.begin() as connection:
             row = outbox.find_by_external_order_id(connection, external_order_id)
@@ -110,7 +110,7 @@ def show_command(ctx: click.Context, external_order_id: str, fmt: str) -> None:
 
 @contextmanager
 def _state_and_client(settings: Settings) -> Iterator[tuple[sa.Engine, PlanomaticClient | None]]:
-    engine = create_state_engine(settings.state.url)
+    engine = state_engine(settings)
     client = None
     if settings.orders.mode != "dry_run":
         client = vendor_client(settings)
@@ -219,7 +219,7 @@ def resolve_command(
     "--all",
     "every",
     is_flag=True,
-    help="Also orders checked in the last 15 minutes.",
+    help="Also orders checked in the last 15 minutes (skipped otherwise, and counted).",
 )
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.pass_context
@@ -233,12 +233,24 @@ def sync_command(ctx: click.Context, limit: int, every: bool, fmt: str) -> None:
     settings = settings_from(ctx)
     if settings.orders.mode == "dry_run":
         raise click.ClickException("dry_run mode sends nothing to PlanOmatic, retrieve included")
+    min_interval = None if every else SYNC_INTERVAL
     with components(settings) as parts:
-        changes = sync_statuses(
-            parts,
-            utc_now(),
-            CycleSummary(),
-            min_interval=None if every else timedelta(minutes=15),
-            limit=limit,
-        )
+        backlog = sync_backlog(parts, utc_now(), min_interval)
+        summary = CycleSummary()
+        changes = sync_statuses(parts, utc_now(), summary, min_interval=min_interval, limit=limit)
     emit([asdict(c) for c in changes], SYNC_COLUMNS, fmt, title="status changes")
+    click.echo(
+        f"{summary.status_checked} order(s) retrieved, {summary.status_changed} changed",
+        err=True,
+    )
+    if backlog.recently_checked:
+        click.echo(
+            f"{backlog.recently_checked} placed order(s) skipped: checked in the last "
+            f"{SYNC_INTERVAL.seconds // 60} minutes (the daemon keeps checking them); "
+            "--all includes them",
+            err=True,
+        )
+    if backlog.due > limit:
+        click.echo(
+            f"{backlog.due - limit} more order(s) due: run it again or raise --limit", err=True
+        )

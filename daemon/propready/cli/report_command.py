@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from propready.adapters.store.engine import create_state_engine
 from propready.cli.context import settings_from
 from propready.report.page import collect, render
+from propready.wiring import state_engine
 
 
 def _aware(value: datetime) -> datetime:
@@ -43,11 +43,14 @@ def report_command(ctx: click.Context, since: datetime, until: datetime | None, 
     """
     settings = settings_from(ctx)
     now = datetime.now(UTC)
-    engine = create_state_engine(settings.state.url)
+    engine = state_engine(settings)
     try:
         with engine.connect() as connection:
             data = collect(connection, _aware(since), _aware(until) if until else now)
     finally:
         engine.dispose()
-    out.write_text(render(data, now), encoding="utf-8")
+    try:
+        out.write_text(render(data, now), encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"--out: cannot write {out} ({exc.strerror or exc})") from None
     click.echo(f"wrote {out}")

@@ -11,13 +11,15 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from propready.adapters.catalog_file import load_catalog
+from propready.adapters.database_urls import DatabaseSettingError
+from propready.adapters.rule_reloader import load_catalog_or_refuse
 from propready.adapters.rulefiles import RuleFileError, load_rule_set
-from propready.adapters.source import SourceUnavailable, create_source_engine, query_columns
+from propready.adapters.source import SourceUnavailable, query_columns
+from propready.core.catalog import Catalog
 from propready.core.rule_tests import actual_text, expected_text, run_rule_tests, trace_lines
 from propready.core.rules import RuleSet
 from propready.settings import ConfigError, Settings, load_settings, resolve_config_path
-from propready.wiring import utc_now
+from propready.wiring import source_engine, utc_now
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +33,10 @@ class _Target:
 
 def source_fields(settings: Settings) -> Collection[str]:
     """The source query's column names (run with LIMIT 0); SourceUnavailable if it fails."""
-    engine = create_source_engine(settings.source.url)
+    try:
+        engine = source_engine(settings)
+    except DatabaseSettingError as exc:
+        raise SourceUnavailable(str(exc)) from None
     try:
         return frozenset(query_columns(engine, settings.source.query))
     finally:
@@ -69,10 +74,15 @@ def _target(
     return _Target(rules_path, catalog_path, names, "the source query", zone)
 
 
-def _load(target: _Target) -> RuleSet:
+def _load(target: _Target) -> tuple[RuleSet, Catalog]:
     try:
-        return load_rule_set(target.path, load_catalog(target.catalog_path), target.known_fields)
+        catalog = load_catalog_or_refuse(target.catalog_path)
+        return load_rule_set(target.path, catalog, target.known_fields), catalog
     except RuleFileError as exc:
+        if len(exc.problems) == 1 and exc.problems[0].location.line == 0:
+            # A path that cannot be used (missing, empty, not YAML): one line says it all.
+            click.echo(f"propready: {exc.problems[0].reason}", err=True)
+            sys.exit(1)
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         click.echo(f"{len(exc.problems)} problem(s) in {target.path}", err=True)
@@ -125,7 +135,7 @@ def check_command(
       propready rules check candidate/ --fields external_property_id,status,bedrooms
     """
     target = _target(ctx, path, catalog, fields)
-    rule_set = _load(target)
+    rule_set, _catalog = _load(target)
     click.echo(
         f"OK: {len(rule_set.triggers)} triggers, {len(rule_set.rules)} rules, "
         f"{len(rule_set.tests)} tests, version {rule_set.version} ({target.path}); "
@@ -151,8 +161,8 @@ def test_command(
       propready rules test rules/
     """
     target = _target(ctx, path, catalog, fields)
-    rule_set = _load(target)
-    outcomes = run_rule_tests(rule_set, target.zone, utc_now())
+    rule_set, loaded_catalog = _load(target)
+    outcomes = run_rule_tests(rule_set, target.zone, utc_now(), loaded_catalog)
     for outcome in outcomes:
         test = outcome.test
         mark = "PASS" if outcome.passed else "FAIL"

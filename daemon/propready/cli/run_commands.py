@@ -5,27 +5,21 @@ from __future__ import annotations
 import sys
 
 import click
-import httpx
-import sqlalchemy as sa
 import structlog
 
-from propready.adapters.planomatic import RETRIEVE_PATH
-from propready.adapters.rule_reloader import pending_refusals
-from propready.adapters.rulefiles import RuleFileError, load_rule_set
-from propready.adapters.source import SourceUnavailable, create_source_engine, query_columns
-from propready.adapters.store import migrate, properties
-from propready.adapters.store.audit_chain import audit_owner_role, trigger_problems
-from propready.adapters.store.engine import create_state_engine
+from propready.adapters.store import migrate
 from propready.cli.context import settings_from
+from propready.cli.progress import row_progress
 from propready.service import run_cycle
+from propready.service.preflight import run_checks
 from propready.settings import Settings, resolve_config_path
-from propready.wiring import catalog_for, components, utc_now
+from propready.wiring import components, state_engine, utc_now
 
 log = structlog.get_logger("propready.run")
 
 
 def _require_migrated(settings: Settings) -> None:
-    engine = create_state_engine(settings.state.url)
+    engine = state_engine(settings)
     try:
         if not migrate.is_at_head(engine):
             raise click.ClickException(
@@ -74,7 +68,7 @@ def run_command(ctx: click.Context, once: bool) -> None:
         try:
             code = daemon.run()
         except OSError as exc:  # the metrics address is taken or not ours to bind
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(exc.strerror or str(exc)) from None
     if code:
         sys.exit(code)
 
@@ -82,149 +76,23 @@ def run_command(ctx: click.Context, once: bool) -> None:
 @click.command("check")
 @click.pass_context
 def check_command(ctx: click.Context) -> None:
-    """Check config, rule files, both databases, migrations and the vendor; exit 1 on failure.
+    """Check config, rule files, both databases, the orders ready now and the vendor; exit 1
+    on any FAIL.
+
+    The orders line builds the PlanOmatic order for every home whose trigger is true now and
+    validates it as PlanOmatic would; each reason is listed with a few property ids. The vendor
+    line retrieves an order id that cannot exist: the key and the URL are tested in every mode,
+    dry_run included.
 
     \b
     Example:
       propready --config /etc/propready/propready.toml check
     """
     settings = settings_from(ctx)
-    # ok: True (PASS), False (FAIL, exit 1) or None (WARN: worth a look, exit code unchanged).
-    results: list[tuple[str, bool | None, str]] = [("config", True, "loaded and valid")]
-    try:
-        rules = load_rule_set(settings.rules.path, catalog_for(settings))
-        results.append(("rules", True, f"{len(rules.rules)} rules, version {rules.version}"))
-    except RuleFileError as exc:
-        results.append(
-            ("rules", False, f"{len(exc.problems)} problem(s); first: {exc.problems[0]}")
-        )
-    results.extend(("reload", False, line) for line in pending_refusals(settings.state.url))
-    results.append(_check_state(settings))
-    results.extend(_check_polls(settings))
-    results.append(_check_source(settings))
-    results.append(_check_vendor(settings))
-    results.extend(_check_exposure(settings))
-    results.extend(_check_audit_guard(settings))
-    for name, ok, detail in results:
-        verdict = "WARN" if ok is None else "PASS" if ok else "FAIL"
-        click.echo(f"{verdict}  {name:<8} {detail}")
-    if any(ok is False for _, ok, _ in results):
+    with row_progress("reading homes") as advance:
+        lines = run_checks(settings, utc_now(), on_row=advance)
+    for line in lines:
+        for text in line.render():
+            click.echo(text)
+    if any(line.failed for line in lines):
         sys.exit(1)
-
-
-def _check_audit_guard(settings: Settings) -> list[tuple[str, bool | None, str]]:
-    """The audit log's triggers are in place, and (PostgreSQL) the daemon's role cannot remove
-    them: a role that owns audit_log can disable its triggers and delete rows."""
-    engine = create_state_engine(settings.state.url)
-    try:
-        with engine.connect() as connection:
-            problems = trigger_problems(connection)
-            owner = audit_owner_role(connection)
-    except sa.exc.SQLAlchemyError:
-        return []  # the state line already says what is wrong with the database
-    finally:
-        engine.dispose()
-    found: list[tuple[str, bool | None, str]] = [("audit", False, p) for p in problems]
-    if owner is not None:
-        found.append(
-            (
-                "audit",
-                None,
-                f"state.url connects as {owner}, which owns audit_log (or is a superuser): it "
-                "could disable the audit triggers and delete rows; run the daemon as a role "
-                "with INSERT and SELECT on audit_log only (RUNBOOK, Database roles)",
-            )
-        )
-    return found
-
-
-def _check_exposure(settings: Settings) -> list[tuple[str, bool | None, str]]:
-    """Warnings about settings that work but expose more than they should."""
-    found: list[tuple[str, bool | None, str]] = []
-    if settings.metrics.beyond_loopback:
-        found.append(
-            (
-                "metrics",
-                None,
-                f"[metrics] listen = {settings.metrics.listen} is reachable beyond this host; "
-                "/metrics and /healthz have no authentication (use 127.0.0.1, or firewall it)",
-            )
-        )
-    return found
-
-
-def _check_polls(settings: Settings) -> list[tuple[str, bool, str]]:
-    """The daemon's own record of its last polls: failing ones are reported, with the error."""
-    engine = create_state_engine(settings.state.url)
-    try:
-        with engine.connect() as connection:
-            checkpoint = properties.load_checkpoint(connection, "source")
-    except sa.exc.SQLAlchemyError:
-        return []  # the state line already says what is wrong with the database
-    finally:
-        engine.dispose()
-    failures = checkpoint.consecutive_failures
-    if failures:
-        return [("polls", False, f"{failures} failed in a row; last: {checkpoint.last_error}")]
-    last = checkpoint.last_success_at
-    return [("polls", True, f"last successful poll {last.isoformat() if last else 'never'}")]
-
-
-def _check_state(settings: Settings) -> tuple[str, bool, str]:
-    engine = create_state_engine(settings.state.url)
-    try:
-        current = migrate.current_revision(engine)
-        head = migrate.head_revision()
-        if current != head:
-            return (
-                "state",
-                False,
-                f"schema at {current or 'nothing'}, head is {head}: run `propready db upgrade`",
-            )
-        return ("state", True, f"reachable, schema at head {head}")
-    except sa.exc.SQLAlchemyError as exc:
-        return ("state", False, f"unreachable: {type(exc).__name__}")
-    finally:
-        engine.dispose()
-
-
-def _check_source(settings: Settings) -> tuple[str, bool, str]:
-    # The same read-only probe as the daemon's (query_columns), with its scrubbed error text.
-    engine = create_source_engine(settings.source.url)
-    try:
-        columns = list(query_columns(engine, settings.source.query))
-        if "external_property_id" not in columns:
-            return ("source", False, "the query returns no external_property_id column")
-        return ("source", True, f"reachable, query returns {len(columns)} columns")
-    except SourceUnavailable as exc:
-        return ("source", False, str(exc))
-    except sa.exc.SQLAlchemyError as exc:
-        return ("source", False, f"query failed: {type(exc).__name__}")
-    finally:
-        engine.dispose()
-
-
-def _check_vendor(settings: Settings) -> tuple[str, bool, str]:
-    if settings.orders.mode == "dry_run":
-        return ("vendor", True, "dry_run mode: nothing is sent")
-    # A retrieve of an order id that cannot exist: harmless, and a JSON answer proves the API
-    # is there and shows whether the key is accepted.
-    body = {"api_key": settings.planomatic.api_key.get_secret_value(), "order_id": 0}
-    try:
-        with httpx.Client(
-            base_url=settings.planomatic.base_url, timeout=10, trust_env=False
-        ) as client:
-            response = client.post(RETRIEVE_PATH, json=body)
-        data = response.json()
-    except (httpx.HTTPError, ValueError) as exc:
-        return (
-            "vendor",
-            False,
-            f"{settings.planomatic.base_url} unreachable: {type(exc).__name__}",
-        )
-    attrs = {
-        (e.get("attr"), e.get("message")) for e in data.get("errors", []) if isinstance(e, dict)
-    }
-    if ("api_key", "unauthorized") in attrs or ("api_key", "missing") in attrs:
-        return ("vendor", False, "reachable, but the api key is not accepted")
-    return ("vendor", True, f"{settings.planomatic.base_url} answers (HTTP {response.status_code})")

@@ -241,7 +241,13 @@ def sandbox_command(
         webhook_events=frozenset(webhook_events) if webhook_events else None,
         auto_advance_seconds=auto_advance,
     )
-    server = SandboxServer(config, host=host, port=port)
+    try:
+        server = SandboxServer(config, host=host, port=port)
+    except OSError as exc:  # the port is taken, or the host is not an address of this machine
+        reason = (exc.strerror or str(exc)).lower()
+        raise click.ClickException(
+            f"sandbox --port: cannot listen on {host}:{port} ({reason})"
+        ) from None
     _serve_until_signalled(server, url_file)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from propready.adapters.store.engine import create_state_engine
 from propready.cli.context import operator_name, settings_from
 from propready.service.sending_control import (
     SendingControlError,
@@ -12,7 +11,7 @@ from propready.service.sending_control import (
     resume_sending,
     sending_status,
 )
-from propready.wiring import utc_now
+from propready.wiring import state_engine, utc_now
 
 
 @click.group("sending")
@@ -40,7 +39,7 @@ def status_command(ctx: click.Context) -> None:
       propready sending status
     """
     settings = settings_from(ctx)
-    engine = create_state_engine(settings.state.url)
+    engine = state_engine(settings)
     try:
         paused = sending_status(engine)
     finally:
@@ -66,7 +65,7 @@ def pause_command(ctx: click.Context, reason: str) -> None:
       propready sending pause --reason "PlanOmatic maintenance until 14:00"
     """
     settings = settings_from(ctx)
-    engine = create_state_engine(settings.state.url)
+    engine = state_engine(settings)
     try:
         pause_sending(engine, reason, operator_name(), utc_now())
     except SendingControlError as exc:
@@ -87,7 +86,7 @@ def resume_command(ctx: click.Context, reason: str) -> None:
       propready sending resume --reason "new API key installed"
     """
     settings = settings_from(ctx)
-    engine = create_state_engine(settings.state.url)
+    engine = state_engine(settings)
     try:
         was = resume_sending(engine, reason, operator_name(), utc_now())
     except SendingControlError as exc:

@@ -1,34 +1,46 @@
 """`propready simulate`: what the rules would order now for the current source data.
 
-It reads the PM database and the rule files only: nothing is sent, and the state database is
-not even opened, so it is safe on a production host before a rules deploy.
+It reads the PM database, the rule files and the state database; it sends nothing and writes
+nothing, so it is safe on a production host before a rules deploy. Each order is built and
+checked as the daemon would (the vendor's checks included), and the state database says whether
+the daemon would really place it now (already ordered, an open order, a duplicate window).
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections import Counter
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+import sqlalchemy as sa
 
 from propready.adapters.rule_reloader import load_checked_rules
 from propready.adapters.rulefiles import RuleFileError, load_rule_set
-from propready.adapters.source import create_source_engine, query_columns, stream_batches
+from propready.adapters.source import SourceUnavailable, query_columns
+from propready.adapters.store import migrate
 from propready.cli.context import settings_from
 from propready.cli.output import FORMATS, emit
-from propready.core.facts import RowTyper
-from propready.core.model import PropertySnapshot
+from propready.cli.progress import row_progress
+from propready.core.catalog import Catalog
+from propready.core.facts import RowProblem
 from propready.core.rule_tests import services_text, trace_lines
 from propready.core.rules import RuleSet
 from propready.core.simulation import Outcome, difference, simulate
+from propready.service.preflight import SimulatedHome, simulate_homes
 from propready.settings import Settings
-from propready.wiring import utc_now
+from propready.wiring import source_engine, state_engine, utc_now
 
-PLAN_COLUMNS = ("external_property_id", "trigger", "rule_id", "services", "reason")
+PLAN_COLUMNS = (
+    "external_property_id",
+    "trigger",
+    "rule_id",
+    "services",
+    "standing",
+    "problems",
+    "reason",
+)
 DIFF_COLUMNS = (
     "external_property_id",
     "live_rule",
@@ -40,24 +52,9 @@ DIFF_COLUMNS = (
 )
 
 
-def _snapshots(
-    settings: Settings, engine: Any, only: str | None, progress: Progress
-) -> Iterator[PropertySnapshot]:
-    task = progress.add_task("reading homes", total=None)
-    typer: RowTyper | None = None
-    for batch in stream_batches(engine, settings.source.query, settings.source.batch_size):
-        if typer is None:
-            typer = RowTyper(batch.columns, settings.source.zone, settings.source.types)
-        for values in batch.rows:
-            progress.advance(task)
-            if only is not None and str(typer.property_id(values)) != only:
-                continue
-            snapshot = typer.type_row(values)
-            if isinstance(snapshot, PropertySnapshot):
-                yield snapshot
-
-
 def _refuse(label: str, exc: RuleFileError) -> NoReturn:
+    if len(exc.problems) == 1 and exc.problems[0].location.line == 0:
+        raise click.ClickException(f"--rules: {exc.problems[0].reason}")  # a path, not a rule
     for problem in exc.problems:
         click.echo(str(problem), err=True)
     click.echo(f"the {label} rules cannot be used: {len(exc.problems)} problem(s)", err=True)
@@ -79,7 +76,10 @@ def simulate_command(
 ) -> None:
     """What the live rules would order now for the current source data; sends nothing.
 
-    Each home is decided as the daemon would for every trigger that is true now. With --rules,
+    Each home is decided as the daemon would for every trigger that is true now, and its order
+    is built and checked as PlanOmatic would (`problems` names what it would refuse).
+    `standing` says whether the daemon would place it now: `would order`, already ordered for
+    this readiness, an open order, inside a duplicate window, or first sight. With --rules,
     lists only the homes whose order would change between the live rules and the candidate.
 
     \b
@@ -89,22 +89,31 @@ def simulate_command(
       propready simulate --property DEN-00017
     """
     settings = settings_from(ctx)
-    engine = create_source_engine(settings.source.url)
+    source = source_engine(settings, connect=True)
     try:
+        state = _state_if_any(settings)
+    except BaseException:
+        source.dispose()
+        raise
+    try:
+        live, catalog = load_checked_rules(settings, source)  # refused in one line by main
         try:
-            live, _catalog = load_checked_rules(settings, engine)
-        except RuleFileError as exc:
-            _refuse("live", exc)
-        candidate: RuleSet | None = None
-        if candidate_path is not None:
-            fields = frozenset(query_columns(engine, settings.source.query))
-            try:
-                candidate = load_rule_set(candidate_path, _catalog, fields)
-            except RuleFileError as exc:
-                _refuse("candidate", exc)
-        rows, outcomes, homes = _run(settings, engine, live, candidate, property_id)
+            candidate: RuleSet | None = None
+            if candidate_path is not None:
+                fields = frozenset(query_columns(source, settings.source.query))
+                try:
+                    candidate = load_rule_set(candidate_path, catalog, fields)
+                except RuleFileError as exc:
+                    _refuse("candidate", exc)
+            rows, traced, homes, problems = _run(
+                settings, state, source, live, catalog, candidate, property_id, fmt
+            )
+        except SourceUnavailable as exc:
+            raise click.ClickException(f"source.query: {exc}") from None
     finally:
-        engine.dispose()
+        if state is not None:
+            state.dispose()
+        source.dispose()
     if property_id is not None and not homes:
         raise click.ClickException(f"the source query returns no property {property_id!r}")
     if candidate is None:
@@ -112,83 +121,135 @@ def simulate_command(
     else:
         emit(rows, DIFF_COLUMNS, fmt, title=f"live {live.version} vs candidate {candidate.version}")
     if property_id is not None and fmt == "table":
-        for label, outcome in outcomes:
+        for label, outcome in traced:
             if outcome.decision is not None:
                 click.echo(f"{label} rules:")
                 for line in trace_lines(outcome.decision):
                     click.echo(f"  {line}")
+        if problems:
+            click.echo("the order would be refused by PlanOmatic's checks:")
+            for problem in problems:
+                click.echo(f"  {problem}")
     _summary(live, candidate, rows, homes)
+
+
+def _state_if_any(settings: Settings) -> sa.Engine | None:
+    """The state database to read, or None before the first `db upgrade` (nothing ordered yet).
+
+    A SQLite file that does not exist is not created: simulate writes nothing.
+    """
+    url = settings.state.url
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///").split("?")[0])
+        if not path.exists():
+            return None
+    state = state_engine(settings)
+    current = migrate.current_revision(state)
+    if current is None:
+        state.dispose()
+        return None
+    if current != migrate.head_revision():
+        state.dispose()
+        raise click.ClickException(
+            f"state.url: the state database is at {current}, not the current schema; "
+            "run `propready db upgrade`"
+        )
+    return state
 
 
 def _run(
     settings: Settings,
-    engine: Any,
+    state: sa.Engine | None,
+    source: sa.Engine,
     live: RuleSet,
+    catalog: Catalog,
     candidate: RuleSet | None,
     property_id: str | None,
-) -> tuple[list[dict[str, Any]], list[tuple[str, Outcome]], int]:
+    fmt: str,
+) -> tuple[list[dict[str, Any]], list[tuple[str, Outcome]], int, list[str]]:
     now = utc_now()
-    zone = settings.source.zone
     rows: list[dict[str, Any]] = []
-    outcomes: list[tuple[str, Outcome]] = []  # kept for --property only (the trace)
+    traced: list[tuple[str, Outcome]] = []  # kept for --property only (the trace)
+    problems: list[str] = []  # --property only: what the vendor would refuse, with hints
     homes = 0
-    console = Console(stderr=True)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as progress:
-        for snapshot in _snapshots(settings, engine, property_id, progress):
-            homes += 1
-            live_outcome = simulate(live, snapshot, now, zone)
-            if property_id is not None:
-                outcomes.append(("live", live_outcome))
-            if candidate is None:
-                if live_outcome.orders or property_id is not None:
-                    rows.append(_plan_row(live_outcome))
+    with row_progress("reading homes") as advance:
+        for item in simulate_homes(
+            settings, state, source, live, catalog, now, only=property_id, on_row=advance
+        ):
+            if isinstance(item, RowProblem):
+                if property_id is not None:
+                    raise click.ClickException(
+                        f"property {property_id!r} cannot be read: {item.column}: {item.reason}"
+                    )
                 continue
-            other = simulate(candidate, snapshot, now, zone)
+            homes += 1
+            outcome = item.home.outcome
             if property_id is not None:
-                outcomes.append(("candidate", other))
-            changed = difference(live_outcome, other)
+                traced.append(("live", outcome))
+                if item.home.problem is not None:
+                    problems.extend(item.home.problem.problems)
+            if candidate is None:
+                if outcome.orders or property_id is not None:
+                    rows.append(_plan_row(item, brief=fmt == "table"))
+                continue
+            other = simulate(candidate, item.home.snapshot, now, settings.source.zone)
+            if property_id is not None:
+                traced.append(("candidate", other))
+            changed = difference(outcome, other)
             if changed is not None:
                 gained, lost = changed
                 rows.append(
                     {
-                        "external_property_id": snapshot.external_property_id,
-                        "live_rule": live_outcome.rule_id,
-                        "live_services": services_text(live_outcome.services),
+                        "external_property_id": item.home.property_id,
+                        "live_rule": outcome.rule_id,
+                        "live_services": services_text(outcome.services),
                         "candidate_rule": other.rule_id,
                         "candidate_services": services_text(other.services),
                         "gained": ", ".join(gained),
                         "lost": ", ".join(lost),
                     }
                 )
-    return rows, outcomes, homes
+    return rows, traced, homes, problems
 
 
-def _plan_row(outcome: Outcome) -> dict[str, Any]:
+def _plan_row(item: SimulatedHome, *, brief: bool) -> dict[str, Any]:
+    """One home; `brief` (the table) keeps each problem to the vendor's words, attr: message."""
+    outcome = item.home.outcome
+    problem = item.home.problem
+    problems = []
+    if problem is not None:
+        problems = [f"{e.attr}: {e.message}" for e in problem.errors] if brief else problem.problems
+    standing = item.standing
     return {
         "external_property_id": outcome.property_id,
         "trigger": outcome.trigger,
         "rule_id": outcome.rule_id,
         "services": services_text(outcome.services),
+        "standing": "refused by the vendor's checks"
+        if problem is not None
+        else standing.text
+        if standing is not None
+        else "",
+        "problems": "; ".join(problems),
         "reason": outcome.reason,
+        "_kind": "refused" if problem is not None else standing.kind if standing else "",
     }
 
 
 def _summary(live: RuleSet, candidate: RuleSet | None, rows: list[Any], homes: int) -> None:
-    if candidate is None:
-        click.echo(
-            f"{len(rows)} of {homes} home(s) would be ordered now; nothing was sent", err=True
-        )
-    else:
+    if candidate is not None:
         click.echo(
             f"{len(rows)} of {homes} home(s) would change from {live.version} to "
             f"{candidate.version}; nothing was sent",
             err=True,
         )
+        return
+    kinds = Counter(row["_kind"] for row in rows)
+    held = sum(kinds[k] for k in ("already_ordered", "open_order", "in_window", "decided"))
+    click.echo(
+        f"{len(rows)} of {homes} home(s) would be ordered now by the rules: "
+        f"{kinds['refused']} refused by the vendor's checks, {kinds['would_order']} would be "
+        f"placed at the next poll, {kinds['first_sight']} not (first sight), {held} not "
+        "(an order already answers them); nothing was sent",
+        err=True,
+    )

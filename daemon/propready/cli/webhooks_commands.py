@@ -12,10 +12,10 @@ import click
 import sqlalchemy as sa
 
 from propready.adapters.store import deliveries
-from propready.adapters.store.engine import create_state_engine
 from propready.cli.context import settings_from
 from propready.cli.output import FORMATS, emit
 from propready.core.webhook_delivery import DeliveryState
+from propready.wiring import state_engine
 
 COLUMNS = (
     "id",
@@ -36,7 +36,7 @@ STATES = tuple(state.value for state in DeliveryState)
 @contextmanager
 def _state(ctx: click.Context, *, write: bool = False) -> Iterator[sa.Connection]:
     settings = settings_from(ctx)
-    engine = create_state_engine(settings.state.url)
+    engine = state_engine(settings)
     try:
         with engine.begin() if write else engine.connect() as connection:
             yield connection

@@ -1,8 +1,10 @@
 """From a decision to an order request PlanOmatic accepts (pure): payload, ids, the window.
 
-The payload follows planomatic-api.md section 1.1. Problems PlanOmatic would reject with a 400
-(a missing street, an unknown state, a lockbox without its code) are found here first, so the
-operator sees them in the audit log instead of as a vendor rejection.
+The payload follows planomatic-api.md section 1.1 and is built from the source columns of
+`core.payload_columns`. It is then checked by the vendor contract (`core.vendor_contract`, the
+same validator the sandbox answers with), so a request PlanOmatic would refuse is never planned:
+the operator sees each problem, in the vendor's words and with the source column to fix, in the
+audit log, `propready check` and `propready simulate`.
 """
 
 from __future__ import annotations
@@ -10,33 +12,35 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from propready.core.catalog import Catalog
 from propready.core.model import Decision, Edge, PropertySnapshot
+from propready.core.payload_columns import COLUMNS_BY_PATH, PAYLOAD_COLUMNS, PayloadColumn
+from propready.core.vendor_contract import (
+    ACCESS_METHODS,
+    NO_ACCESS,
+    PROPERTY_TYPES,
+    US_STATES,
+    ContractProblem,
+    shown,
+    validate_create,
+)
 
-US_STATES = frozenset(
-    "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ "
-    "NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY".split()
-)
-ACCESS_METHODS = frozenset({"lockbox_code", "keypad", "rently", "no_access_needed"})
-PROPERTY_TYPES = frozenset(
-    {"single_family", "condo_townhouse", "duplex_townhouse", "commercial", "land"}
-)
-_LOCATION_FIELDS = ("street", "street2", "city", "state", "postal_code", "latitude", "longitude")
-_NUMERIC_FIELDS = ("bedrooms", "bathrooms", "price", "square_footage")
-_ACCESS_FIELDS = (
-    "vacant",
-    "method_of_access",
-    "access_code",
-    "lockbox_location",
-    "onsite_contact_name",
-    "onsite_contact_phone",
-    "onsite_contact_email",
-    "preferred_date",
-)
+__all__ = [
+    "ACCESS_METHODS",
+    "US_STATES",
+    "OrderPlan",
+    "PlanProblem",
+    "external_order_id",
+    "plan_order",
+    "window_end",
+]
+
+_TRUE = frozenset({"1", "t", "true", "y", "yes", "vacant"})
+_FALSE = frozenset({"0", "f", "false", "n", "no", "occupied"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +54,16 @@ class OrderPlan:
 
 
 class PlanProblem(ValueError):
-    """The decision cannot become a valid order request; `problems` lists each field and why."""
+    """The decision cannot become a valid order request.
 
-    def __init__(self, problems: list[str]) -> None:
+    `errors`: each problem in the vendor's words (attr, message) with a hint naming the source
+    column; `problems`: the same as one line each, for the audit log and people.
+    """
+
+    def __init__(self, problems: list[str], errors: tuple[ContractProblem, ...] = ()) -> None:
         super().__init__("; ".join(problems))
         self.problems = problems
+        self.errors = errors or tuple(ContractProblem("order", p) for p in problems)
 
 
 def external_order_id(property_id: str, edge: Edge, rule_id: str) -> str:
@@ -74,45 +83,15 @@ def plan_order(
 ) -> OrderPlan:
     """The order request for a decision that orders something; PlanProblem if invalid."""
     assert decision.rule_id is not None
-    facts = snapshot.facts
-    problems: list[str] = []
-    entity = decision.billing_entity_slug or _text(facts.get("billing_entity_slug"))
-    if not entity:
-        problems.append("billing_entity_slug: neither the rule nor the source row sets it")
-    location = {k: _text(facts.get(k)) for k in _LOCATION_FIELDS if _text(facts.get(k))}
-    for required in ("street", "city", "postal_code"):
-        if required not in location:
-            problems.append(f"property.location.{required}: missing in the source row")
-    state = location.get("state", "").upper()
-    if state not in US_STATES:
-        problems.append(f"property.location.state: {state or 'missing'!s} is not a US state")
-    location["state"] = state
-    access = {k: facts.get(k) for k in _ACCESS_FIELDS if facts.get(k) not in (None, "")}
-    access.update(decision.property_access)
-    access = _normalise_access(access, problems)
-    services = []
-    for line in decision.services:
-        entry = catalog.get(line.slug)
-        if entry is None:
-            problems.append(f"services: {line.slug!r} is not in the service catalog")
-        elif not entry.accepts_quantity(line.quantity):
-            problems.append(f"services: {line.slug} does not accept quantity {line.quantity}")
-        services.append({"slug": line.slug, "quantity": line.quantity})
-    if problems:
-        raise PlanProblem(problems)
     order_id = external_order_id(snapshot.external_property_id, edge, decision.rule_id)
-    payload: dict[str, Any] = {
-        "external_property_id": snapshot.external_property_id,
-        "external_order_id": order_id,
-        "billing_entity_slug": entity,
-        "services": services,
-        "property": _property_block(facts, location),
-        "property_access": access,
-    }
-    if decision.metadata:
-        payload["metadata"] = dict(decision.metadata)
-    if decision.order_notes:
-        payload["order_notes"] = decision.order_notes
+    payload, reading_problems = build_payload(snapshot, decision, order_id)
+    problems = reading_problems + [
+        _with_column_hint(problem, snapshot.facts, decision)
+        for problem in validate_create(payload, catalog)
+        if problem.attr not in {p.attr for p in reading_problems}
+    ]
+    if problems:
+        raise PlanProblem([str(p) for p in problems], tuple(problems))
     window = (
         decision.duplicate_window_hours
         if decision.duplicate_window_hours is not None
@@ -121,7 +100,7 @@ def plan_order(
     return OrderPlan(
         order_id,
         snapshot.external_property_id,
-        entity,
+        str(payload["billing_entity_slug"]),
         payload,
         window,
         decision.requires_approval,
@@ -132,36 +111,131 @@ def window_end(created_at: datetime, window_hours: float) -> datetime:
     return created_at + timedelta(hours=window_hours)
 
 
-def _property_block(facts: Mapping[str, Any], location: dict[str, str]) -> dict[str, Any]:
+def build_payload(
+    snapshot: PropertySnapshot, decision: Decision, order_id: str
+) -> tuple[dict[str, Any], list[ContractProblem]]:
+    """The create body (without api_key) from the row and the decision, and the values that
+    could not be read at all (a vacancy that is not yes or no)."""
+    facts = snapshot.facts
+    problems: list[ContractProblem] = []
+    location: dict[str, Any] = {}
     block: dict[str, Any] = {"location": location}
-    property_type = _text(facts.get("property_type"))
-    if property_type in PROPERTY_TYPES:
-        block["property_type"] = property_type
-    for name in _NUMERIC_FIELDS:
-        value = facts.get(name)
-        if isinstance(value, Decimal):
-            value = int(value) if value == value.to_integral_value() else float(value)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            block[name] = value
-    return block
+    access: dict[str, Any] = {}
+    for column in PAYLOAD_COLUMNS:
+        if column.section == "location":
+            value = _location_value(column.name, facts.get(column.name))
+            if value is not None:
+                location[column.name] = value
+        elif column.section == "property":
+            value = _property_value(column.name, facts.get(column.name))
+            if value is not None:
+                block[column.name] = value
+        elif column.section == "access":
+            raw = facts.get(column.name)
+            if raw is not None and (not isinstance(raw, str) or raw.strip()):
+                access[column.name] = raw
+    access.update(decision.property_access)  # the rule's overrides win
+    _read_access(access, problems)
+    payload: dict[str, Any] = {
+        "external_property_id": snapshot.external_property_id,
+        "external_order_id": order_id,
+        "billing_entity_slug": decision.billing_entity_slug
+        or _text(facts.get("billing_entity_slug"))
+        or None,
+        "services": [{"slug": s.slug, "quantity": s.quantity} for s in decision.services],
+        "property": block,
+        "property_access": access,
+    }
+    if payload["billing_entity_slug"] is None:
+        del payload["billing_entity_slug"]
+    if decision.metadata:
+        payload["metadata"] = dict(decision.metadata)
+    if decision.order_notes:
+        payload["order_notes"] = decision.order_notes
+    return payload, problems
 
 
-def _normalise_access(access: dict[str, Any], problems: list[str]) -> dict[str, Any]:
-    vacant = access.get("vacant")
-    access["vacant"] = bool(vacant) if vacant is not None else True
-    if not access["vacant"]:
-        access["method_of_access"] = "no_access_needed"  # PlanOmatic's rule for occupied homes
-    method = access.get("method_of_access")
-    if method not in ACCESS_METHODS:
-        problems.append(f"property_access.method_of_access: {method!r} is not a known method")
-    if method in ("lockbox_code", "keypad") and not access.get("access_code"):
-        problems.append(f"property_access.access_code: required for {method}")
-    if method == "lockbox_code" and not access.get("lockbox_location"):
-        problems.append("property_access.lockbox_location: required for lockbox_code")
-    for required in ("onsite_contact_name", "onsite_contact_phone"):
-        if not access.get(required):
-            problems.append(f"property_access.{required}: missing in the source row")
-    return {k: (str(v) if k != "vacant" else v) for k, v in access.items()}
+def _location_value(name: str, value: Any) -> str | None:
+    if name == "postal_code" and isinstance(value, int) and not isinstance(value, bool):
+        # A ZIP code kept in a number column has lost its leading zeros (02134 became 2134).
+        return f"{value:05d}" if 0 <= value < 100_000 else str(value)
+    text = _text(value)
+    if not text:
+        return None
+    return text.upper() if name == "state" else text
+
+
+def _property_value(name: str, value: Any) -> Any:
+    if name == "property_type":
+        text = _text(value)
+        return text if text in PROPERTY_TYPES else None  # optional: an unknown kind is left out
+    if isinstance(value, Decimal):
+        value = int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def _read_access(access: dict[str, Any], problems: list[ContractProblem]) -> None:
+    """Normalise the access block in place: vacancy as a boolean, method and dates as text."""
+    vacant = _yes_no(access.get("vacant", True))
+    if vacant is None:
+        problems.append(
+            ContractProblem(
+                "property_access.vacant",
+                "invalid",
+                f"column vacant: {shown(access.get('vacant'))} is not a yes/no value",
+            )
+        )
+        vacant = True
+    access["vacant"] = vacant
+    if not vacant:
+        access["method_of_access"] = NO_ACCESS  # PlanOmatic's rule for occupied homes
+    for key, value in list(access.items()):
+        if key == "vacant":
+            continue
+        if key == "method_of_access":
+            value = _text(value).lower().replace(" ", "_").replace("-", "_")
+        elif isinstance(value, datetime):
+            value = value.date().isoformat()
+        elif isinstance(value, date):
+            value = value.isoformat()
+        access[key] = _text(value)
+
+
+def _yes_no(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | Decimal) and value in (0, 1):
+        return bool(value)
+    text = _text(value).lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    return None
+
+
+def _with_column_hint(
+    problem: ContractProblem, facts: Mapping[str, Any], decision: Decision
+) -> ContractProblem:
+    """Name the source column behind a missing or empty field: that is what the operator fixes."""
+    column = COLUMNS_BY_PATH.get(problem.attr)
+    if column is None or problem.message not in ("missing", "empty"):
+        return problem
+    where = _where(column, facts, decision)
+    hint = f"{problem.hint}; {where}" if problem.hint else where
+    return ContractProblem(problem.attr, problem.message, hint)
+
+
+def _where(column: PayloadColumn, facts: Mapping[str, Any], decision: Decision) -> str:
+    if column.name == "billing_entity_slug":
+        return "neither the rule nor the source row sets it"
+    if column.name in decision.property_access:
+        return f"the rule sets property_access.{column.name} empty"
+    if column.name not in facts:
+        return f"the source query returns no {column.name} column"
+    return f"column {column.name} is empty for this home"
 
 
 def _text(value: Any) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from typing import Any
 
+from propready.core.catalog import Catalog
 from propready.core.expressions import EvaluationScope
 from propready.core.model import Decision, ServiceLine
 from propready.core.rules import RuleSet, RuleTest, decide
@@ -29,13 +30,21 @@ class TestOutcome:
         return not self.differences
 
 
-def run_rule_tests(ruleset: RuleSet, zone: tzinfo, default_now: datetime) -> list[TestOutcome]:
-    return [run_rule_test(ruleset, test, zone, default_now) for test in ruleset.tests]
+def run_rule_tests(
+    ruleset: RuleSet, zone: tzinfo, default_now: datetime, catalog: Catalog | None = None
+) -> list[TestOutcome]:
+    return [run_rule_test(ruleset, test, zone, default_now, catalog) for test in ruleset.tests]
 
 
 def run_rule_test(
-    ruleset: RuleSet, test: RuleTest, zone: tzinfo, default_now: datetime
+    ruleset: RuleSet,
+    test: RuleTest,
+    zone: tzinfo,
+    default_now: datetime,
+    catalog: Catalog | None = None,
 ) -> TestOutcome:
+    """Decide the case as the daemon would; with `catalog`, a computed quantity the catalog
+    refuses fails the case even when it was expected (PlanOmatic would refuse the order)."""
     facts = dict(test.facts)
     scope = EvaluationScope(facts, test.now or default_now, zone)
     holds, error = scope.is_true(ruleset.triggers[test.trigger])
@@ -47,7 +56,23 @@ def run_rule_test(
     decision = decide(ruleset, test.trigger, scope)
     ordered = decision.rule_id if decision.orders_something else None
     services = decision.services if decision.orders_something else ()
-    return TestOutcome(test, _differences(test, ordered, services), decision)
+    found = _differences(test, ordered, services) + _refused_by(catalog, services)
+    return TestOutcome(test, found, decision)
+
+
+def _refused_by(catalog: Catalog | None, services: tuple[ServiceLine, ...]) -> tuple[str, ...]:
+    if catalog is None:
+        return ()
+    refused = []
+    for line in services:
+        entry = catalog.get(line.slug)
+        if entry is not None and not entry.accepts_quantity(line.quantity):
+            allowed = ", ".join(map(str, sorted(entry.quantities))) or "any positive whole number"
+            refused.append(
+                f"! {line.slug} x{line.quantity}: the catalog does not accept quantity "
+                f"{line.quantity} (allowed: {allowed}); PlanOmatic would refuse the order"
+            )
+    return tuple(refused)
 
 
 def _differences(

@@ -35,7 +35,7 @@ SELECT scode AS external_property_id, sstatus AS status,
     WHEN 'TOWNHOME' THEN 'condo_townhouse' WHEN 'DUPLEX' THEN 'duplex_townhouse' END
     AS property_type,
   ibedrooms AS bedrooms, dbathrooms AS bathrooms, dsqft AS square_footage, dmarketrent AS price,
-  CASE WHEN sstatus LIKE 'Vacant%' THEN 1 ELSE 0 END AS vacant,
+  CASE WHEN sstatus IN ('Occupied', 'Notice Unrented') THEN 0 ELSE 1 END AS vacant,
   dtconstructionfinal AS construction_final_date, saccessmethod AS method_of_access,
   slockboxcode AS access_code, slockboxlocation AS lockbox_location,
   sagentname AS onsite_contact_name, sagentphone AS onsite_contact_phone,

@@ -325,7 +325,9 @@ class Daemon:
         if busy:  # an idle job moved no order: no need to count them again
             self._refresh_order_gauge()
         quiet = name in QUIET_JOBS and error is None and not busy
-        emit = log.debug if quiet else log.info
+        # Orders a person must look at (not plannable, rejected, unknown) raise the line's level.
+        attention = any(counts.get(key) for key in ("invalid", "rejected", "unknown"))
+        emit = log.warning if attention else log.debug if quiet else log.info
         emit(
             "cycle",
             job=name,

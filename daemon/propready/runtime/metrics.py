@@ -300,7 +300,7 @@ class MetricsServer:
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise OSError(
-                exc.errno, f"cannot serve metrics on {self.listen} ([metrics] listen): {reason}"
+                exc.errno, f"metrics.listen: cannot serve on {self.listen} ({reason})"
             ) from exc
         server.set_app(self._app)
         host, port = server.server_address[:2]

@@ -49,7 +49,10 @@ def run_cycle(
     poll_step(components, now, summary, respect_backoff=respect_backoff)
     send_due(components, now, summary)
     sync_statuses(components, now(), summary)
-    log.info("cycle", duration_ms=round((time.monotonic() - started) * 1000), **summary.as_dict())
+    attention = summary.invalid or summary.rejected or summary.unknown  # a person must look
+    (log.warning if attention else log.info)(
+        "cycle", duration_ms=round((time.monotonic() - started) * 1000), **summary.as_dict()
+    )
     return summary
 
 

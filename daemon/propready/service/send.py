@@ -376,7 +376,7 @@ def finish(
         audit.record(
             connection, kind, now, **order_refs(order), detail={"state": state.value, **detail}
         )
-    log.info(
+    (log.warning if state in (OrderState.REJECTED, OrderState.UNKNOWN) else log.info)(
         kind,
         external_order_id=order.external_order_id,
         property=order.external_property_id,

@@ -60,6 +60,32 @@ def sync_statuses(
     return changes
 
 
+MAX_BACKLOG_COUNTED = 1_000_000  # counting stops here; a backlog that size is news enough
+
+
+@dataclass(frozen=True)
+class SyncBacklog:
+    """Placed orders the vendor still moves along: due now, and checked too recently."""
+
+    due: int
+    recently_checked: int
+
+
+def sync_backlog(
+    components: Components, now: datetime, min_interval: timedelta | None
+) -> SyncBacklog:
+    """How many orders a sync with `min_interval` would retrieve, and how many it skips."""
+    checked_before = now - min_interval if min_interval is not None else None
+    with components.state.begin() as connection:
+        every = len(outbox.orders_to_sync(connection, None, MAX_BACKLOG_COUNTED))
+        due = (
+            every
+            if checked_before is None
+            else len(outbox.orders_to_sync(connection, checked_before, MAX_BACKLOG_COUNTED))
+        )
+    return SyncBacklog(due, every - due)
+
+
 def _sync_one(
     components: Components,
     client: PlanomaticClient,

@@ -110,13 +110,17 @@ def query_events(
     limit: int = 1000,
     billing_entity_slug: str | None = None,
     external_order_id: str | None = None,
+    newest_first: bool = False,
 ) -> list[dict[str, Any]]:
-    """Audit events matching every given filter, oldest first.
+    """Audit events matching every given filter, oldest first (or the newest `limit`, newest
+    first).
 
     An order or billing-entity filter keeps the rows of the matching orders and the rows of the
     readiness events that led to them (trigger fired, rule matched), so the story stays whole.
     """
-    statement = sa.select(audit_log).order_by(audit_log.c.id)
+    statement = sa.select(audit_log).order_by(
+        audit_log.c.id.desc() if newest_first else audit_log.c.id
+    )
     if billing_entity_slug is not None:
         statement = statement.where(
             _rows_of_orders(orders.c.billing_entity_slug == billing_entity_slug)
