@@ -276,7 +276,7 @@ def test_an_unusable_create_answer_leaves_the_order_unknown_not_stuck(
     answer = httpx.Response(201, json={"code": 201, "status": "action-successful", "data": data})
     result = _send_once(state_url, tmp_path, answer)
     order = result["order"]
-    assert (order["state"], order["vendor_order_id"]) == ("unknown", None)
+    assert (order.state, order.vendor_order_id) == ("unknown", None)
     (unknown,) = [e for e in result["events"] if e["kind"] == AuditKind.ORDER_OUTCOME_UNKNOWN]
     assert reason in unknown["detail"]["reason"]
     assert "may exist" in unknown["detail"]["reason"]
@@ -290,7 +290,7 @@ def test_an_over_long_status_is_placed_with_the_anomaly_audited(
     answer = httpx.Response(201, json={"code": 201, "status": "action-successful", "data": data})
     result = _send_once(state_url, tmp_path, answer)
     order = result["order"]
-    assert (order["state"], order["vendor_order_id"], order["vendor_status"]) == (
+    assert (order.state, order.vendor_order_id, order.vendor_status) == (
         "placed",
         "981",
         None,
