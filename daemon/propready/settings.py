@@ -29,6 +29,8 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from propready.notify_settings import NotifySettings
+
 DEFAULT_CONFIG_PATH = Path("/etc/propready/propready.toml")
 ENV_PREFIX = "PROPREADY_"
 
@@ -162,6 +164,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     daemon: DaemonSettings = DaemonSettings()
     log: LogSettings = LogSettings()
+    notify: NotifySettings = NotifySettings()
 
     @classmethod
     def settings_customise_sources(
@@ -189,7 +192,7 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Secret strings the log redactor must mask wherever they appear."""
         key = self.planomatic.api_key.get_secret_value()
-        return [key] if key else []
+        return ([key] if key else []) + self.notify.secret_values()
 
 
 class CredentialsSource(PydanticBaseSettingsSource):

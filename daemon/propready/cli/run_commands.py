@@ -17,6 +17,7 @@ from propready.adapters.store import migrate, properties
 from propready.adapters.store.engine import create_state_engine
 from propready.cli.context import settings_from
 from propready.service import run_cycle
+from propready.service.notify import check_lines as notify_check_lines
 from propready.settings import Settings, resolve_config_path
 from propready.wiring import catalog_for, components, utc_now
 
@@ -101,6 +102,7 @@ def check_command(ctx: click.Context) -> None:
     results.extend(_check_polls(settings))
     results.append(_check_source(settings))
     results.append(_check_vendor(settings))
+    results.extend(notify_check_lines(settings, utc_now()))
     for name, ok, detail in results:
         click.echo(f"{'PASS' if ok else 'FAIL'}  {name:<8} {detail}")
     if not all(ok for _, ok, _ in results):

@@ -8,6 +8,7 @@ never overlaps itself):
     send         every daemon.send_interval_seconds, and at once after a poll planned orders
     recovery     every daemon.recovery_interval_seconds: orders abandoned in `sending`
     status_sync  every daemon.status_sync_interval_seconds: the vendor's status of placed orders
+    notify       every notify.interval_seconds: facts for people, grouped messages, the digest
     rules_watch  every 2 s: reload the rule files when they change on disk
 
 Signal handlers only set flags; the main thread acts on them, because a handler that takes a
@@ -49,7 +50,7 @@ from propready.runtime.config_reload import merge_reloaded
 from propready.runtime.health import HealthReport, HealthTracker
 from propready.runtime.metrics import DaemonMetrics, MetricsServer
 from propready.runtime.notify import SystemdNotifier
-from propready.service import Components, CycleSummary, poll_step, recover, send_due
+from propready.service import Components, CycleSummary, notify_step, poll_step, recover, send_due
 from propready.service.checkpoints import CHECKPOINT
 from propready.service.status_sync import sync_statuses
 from propready.settings import ConfigError, Settings, load_settings
@@ -60,7 +61,7 @@ log = structlog.get_logger("propready.daemon")
 RULES_WATCH_SECONDS = 2.0
 MAIN_LOOP_SECONDS = 0.2  # how quickly the main thread notices a signal's flag
 HEARTBEAT_SECONDS = 5.0  # health gauge and watchdog checks when systemd asks for no watchdog
-QUIET_JOBS = frozenset({"send", "recovery", "status_sync"})  # logged at debug when idle
+QUIET_JOBS = frozenset({"send", "recovery", "status_sync", "notify"})  # logged at debug when idle
 
 
 def poll_stale_after(settings: Settings) -> timedelta:
@@ -234,6 +235,7 @@ class Daemon:
                 settings.daemon.status_sync_interval_seconds,
                 now + timedelta(seconds=30),
             ),
+            ("notify", self._notify, settings.notify.interval_seconds, now + timedelta(seconds=5)),
         ]
         if settings.source.cursor_column is not None:
             # The gate in the poll skips it when a full pass ran recently (on any host).
@@ -361,6 +363,11 @@ class Daemon:
 
     def _status_sync(self, summary: CycleSummary) -> None:
         sync_statuses(self.parts, self.clock(), summary)
+
+    def _notify(self, summary: CycleSummary) -> None:
+        run = notify_step(self.parts, self.clock, summary, observer=self.metrics.notification)
+        self.health.set_failing_channels(run.failing)
+        self.metrics.set_failing_channels(run.failing, self.clock())
 
     def _refresh_order_gauge(self) -> None:
         try:

@@ -10,7 +10,9 @@ A daemon is unhealthy when
   the start, whichever is later: homes becoming ready go unnoticed;
 - `failure_limit` sends in a row got no definite answer from PlanOmatic (timeouts, 5xx, 429
   storms): orders pile up or sit in `unknown`;
-- a job raised `failure_limit` times in a row (the state database is down, a bug).
+- a job raised `failure_limit` times in a row (the state database is down, a bug);
+- a notification channel has failed to take a message for over `channel_failing_after` (an
+  hour): people are not hearing about what needs them.
 
 Pure bookkeeping: callers pass every time in (aware UTC datetimes), and the tracker never reads
 the clock, so tests and the daemon agree on what "now" is.
@@ -26,6 +28,7 @@ from typing import Any
 
 # Error texts end up in a JSON body and in one-line problem sentences: keep them short and flat.
 MAX_ERROR_CHARS = 300
+CHANNEL_FAILING_AFTER = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class HealthTracker:
         self._polls = _Streak()
         self._sends = _Streak()
         self._jobs: dict[str, _Streak] = {}
+        self._channels: list[tuple[str, datetime, str | None]] = []
 
     @property
     def last_successful_poll(self) -> datetime | None:
@@ -135,6 +139,11 @@ class HealthTracker:
         with self._lock:
             self._jobs.setdefault(job, _Streak()).failed(error)
 
+    def set_failing_channels(self, failing: list[tuple[str, datetime, str | None]]) -> None:
+        """Notification channels with undelivered messages: (safe label, failing since, error)."""
+        with self._lock:
+            self._channels = list(failing)
+
     def set_poll_stale_after(self, value: timedelta) -> None:
         """A config reload changed the poll interval, and with it how old a poll may get."""
         if value <= timedelta(0):
@@ -150,6 +159,7 @@ class HealthTracker:
                 *self._poll_problems(now),
                 *self._send_problems(),
                 *self._job_problems(),
+                *self._channel_problems(now),
             ]
             detail: dict[str, Any] = {
                 "last_successful_poll": (
@@ -165,6 +175,10 @@ class HealthTracker:
                     for job, streak in sorted(self._jobs.items())
                 },
                 "uptime_seconds": _seconds(now - self._started_at),
+                "notify_channels_failing": {
+                    label: {"since": since.isoformat(), "error": _short(error or "")}
+                    for label, since, error in self._channels
+                },
             }
             never_polled = self._last_poll_success is None
         if problems:
@@ -211,6 +225,14 @@ class HealthTracker:
             f"(limit {self._failure_limit}); last error: {streak.error}"
             for job, streak in sorted(self._jobs.items())
             if streak.failures >= self._failure_limit
+        ]
+
+    def _channel_problems(self, now: datetime) -> list[str]:
+        return [
+            f"notification channel {label} failing for {_seconds(now - since) // 60} min "
+            f"(limit {_seconds(CHANNEL_FAILING_AFTER) // 60}); last error: {_short(error or '?')}"
+            for label, since, error in self._channels
+            if now - since > CHANNEL_FAILING_AFTER
         ]
 
 

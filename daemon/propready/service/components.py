@@ -63,7 +63,15 @@ class Pacer:
 
 
 CRASH_ENV = "PROPREADY_CRASH_AT"
-CRASH_POINTS = frozenset({"after_plan", "after_lease", "after_post", "after_outcome"})
+CRASH_POINTS = frozenset(
+    {
+        "after_plan",
+        "after_lease",
+        "after_post",
+        "after_outcome",
+        "notify_after_send",  # a notification sent, its outcome not yet recorded
+    }
+)
 
 
 def crash_point(name: str) -> None:
@@ -126,6 +134,9 @@ class CycleSummary:
     parked: int = 0  # leased orders given back unsent because the daemon is stopping
     status_checked: int = 0
     status_changed: int = 0
+    notify_facts: int = 0  # facts worth telling a person, noted from the audit log and state
+    notify_sent: int = 0  # notifications delivered to a channel
+    notify_failed: int = 0  # notification attempts that failed (retried with backoff)
 
     def as_dict(self) -> dict[str, int | float | bool | str | None]:
         return dict(self.__dict__)
