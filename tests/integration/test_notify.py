@@ -439,3 +439,72 @@ def test_a_channel_failing_for_an_hour_is_reported_by_health_metrics_and_check(
     assert "failing for 61 min (1 waiting)" in lines[1][2]
     everything = repr(report.as_dict()) + repr(lines) + repr(list(registry.collect()))
     assert "s3cr3t-t0ken-v4lue" not in everything
+
+
+def not_plannable(engine: sa.Engine, home: str, at: datetime) -> None:
+    record(
+        engine,
+        AuditKind.ORDER_NOT_PLANNABLE,
+        at,
+        external_property_id=home,
+        detail={"problems": ["street is required"]},
+    )
+
+
+def digests(receiver: JsonReceiver) -> list[dict[str, Any]]:
+    return [m for m in receiver.received if m["title"].startswith("propready daily digest")]
+
+
+def test_the_daily_digest_comes_once_a_day_at_digest_at_in_the_source_time_zone(
+    state_engine: sa.Engine, state_url: str, receiver: JsonReceiver
+) -> None:
+    """At 08:00 in America/Denver (15:00 UTC in November) one digest lists what waits, with ages
+    and overdue counts; not before, not twice that day, and again the next day."""
+    settings = notify_settings(
+        state_url, [receiver.url()], digest_at="08:00", events=["quarantined"]
+    )
+    not_plannable(state_engine, "DEN-7", T0 - timedelta(days=2))
+    run(state_engine, settings, datetime(2026, 11, 27, 14, 59, tzinfo=UTC))
+    assert digests(receiver) == []
+    run(state_engine, settings, datetime(2026, 11, 27, 15, 0, tzinfo=UTC))
+    run(state_engine, settings, datetime(2026, 11, 27, 15, 30, tzinfo=UTC))
+    [digest] = digests(receiver)
+    assert digest["title"] == (
+        "propready daily digest 2026-11-27: 1 item(s) wait for a person, 1 overdue"
+    )
+    assert "1 ready home could not be ordered (oldest 2d, 1 overdue)" in digest["message"]
+    assert digest["type"] == "warning"
+    run(state_engine, settings, datetime(2026, 11, 28, 15, 1, tzinfo=UTC))
+    assert [d["title"][:34] for d in digests(receiver)] == [
+        "propready daily digest 2026-11-27:",
+        "propready daily digest 2026-11-28:",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("digest_at", "before", "at", "repeat"),
+    [
+        # Clocks go back on 2026-11-01: 01:30 happens twice (MDT, then MST); one digest.
+        ("01:30", "2026-11-01T07:29", "2026-11-01T07:30", "2026-11-01T08:30"),
+        # Clocks go forward on 2026-03-08: 02:30 never happens; the digest comes at 03:00 MDT.
+        ("02:30", "2026-03-08T08:59", "2026-03-08T09:00", "2026-03-08T10:00"),
+    ],
+    ids=["fall_back", "spring_forward"],
+)
+def test_the_digest_on_a_dst_day_comes_once(
+    state_engine: sa.Engine,
+    state_url: str,
+    receiver: JsonReceiver,
+    digest_at: str,
+    before: str,
+    at: str,
+    repeat: str,
+) -> None:
+    """On the days clocks change in the source time zone the digest comes exactly once."""
+    settings = notify_settings(state_url, [receiver.url()], digest_at=digest_at)
+    for moment in (before, at, repeat):
+        run(state_engine, settings, datetime.fromisoformat(moment).replace(tzinfo=UTC))
+        if moment == before:
+            assert digests(receiver) == []
+    [digest] = digests(receiver)
+    assert digest["title"] == (f"propready daily digest {at[:10]}: nothing waits for a person")

@@ -527,12 +527,13 @@ def failed_since(connection: sa.Connection, since: datetime) -> int:
 
 def take_tick(connection: sa.Connection, name: str, local_day: str, now: datetime) -> bool:
     """Claim the (name, local day) tick; False when it was already taken (by any host)."""
-    result = connection.execute(
+    taken = connection.execute(
         _insert(connection, notify_tick)
         .values(name=name, local_day=local_day, at=now)
         .on_conflict_do_nothing()
-    )
-    return result.rowcount == 1
+        .returning(notify_tick.c.name)
+    ).first()
+    return taken is not None
 
 
 def last_tick_at(connection: sa.Connection, name: str) -> datetime | None:
