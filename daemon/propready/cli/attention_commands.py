@@ -15,13 +15,11 @@ import sqlalchemy as sa
 from propready.adapters.store import migrate
 from propready.adapters.store.engine import create_state_engine
 from propready.cli.context import settings_from
-from propready.cli.output import emit
 from propready.core.attention import format_age, parse_duration
 from propready.service.attention import AttentionError, Listed, attention_list, silence_item
 from propready.settings import Settings
 from propready.wiring import utc_now
 
-COLUMNS = ("item", "age", "home", "order", "what", "do", "command", "overdue")
 JSON_COLUMNS = (
     "item",
     "kind",
@@ -133,9 +131,18 @@ def attention_group(ctx: click.Context, fmt: str, show_all: bool) -> None:
     elif not rows:
         click.echo("Nothing waits for a person.")
     else:
-        columns = (*COLUMNS, "silenced") if show_all else COLUMNS
-        shown = [{**r, "overdue": "OVERDUE" if r["overdue"] else ""} for r in rows]
-        emit(shown, columns, "table", title=f"{len(rows)} item(s) waiting for a person")
+        # One line per item, never folded, so it reads in a terminal and greps in a pipe.
+        click.echo(f"{len(rows)} item(s) waiting for a person, oldest first:")
+        width = max(len(r["item"]) for r in rows)
+        for r in rows:
+            flag = "OVERDUE" if r["overdue"] else "       "
+            line = (
+                f"{r['age']:>7}  {flag}  {r['item']:<{width}}  {r['home'] or '-'}  "
+                f"{r['what']}; {r['do']}: {r['command']}"
+            )
+            if r["silenced"]:
+                line += f"  [{r['silenced']}]"
+            click.echo(line)
     if any(entry.overdue and entry.silence is None for entry in listed):
         sys.exit(1)
 
