@@ -167,16 +167,20 @@ def _secret_fragments(url: str, privacy: str) -> frozenset[str]:
     except ValueError:
         pass
     host = raw.netloc.rsplit("@", 1)[-1].rsplit(":", 1)[0]  # as written: hostname lowercases
-    candidates = [raw.username or "", host, *raw.path.split("/")]
-    for key, value in parse_qsl(raw.query, keep_blank_values=False):
+    shown_parts = [raw.username or "", host]
+    for key, value in parse_qsl(raw.query.replace("+", "%2B"), keep_blank_values=False):
         if key.startswith(("+", "-")):  # HTTP headers: often the token itself
             found.add(value)
         else:
-            candidates.append(value)
-    for part in candidates:
+            shown_parts.append(value)
+    for part in shown_parts:
         part = unquote(part)
-        if part and (part not in shown or len(part) >= LONG_SEGMENT):
+        if part and part not in shown:
             found.add(part)
+    for segment in raw.path.split("/"):
+        segment = unquote(segment)
+        if segment and (segment not in shown or len(segment) >= LONG_SEGMENT):
+            found.add(segment)
     return frozenset(part for part in found if len(part) >= 4)
 
 
