@@ -179,13 +179,11 @@ def scan(state: sa.Engine, settings: Settings, now: datetime, run: NotifyRun) ->
         store.save_cursor(connection, cursor, now)
     run.facts += len(new)
     run.suppressed += sum(1 for _, cause in new if cause)
-    for fact, cause in new:
-        log.info(
-            "notification_fact",
-            kind=fact.kind.value,
-            subject=fact.subject,
-            suppressed_by=cause,
-        )
+    if new:  # one line per scan: a storm of facts must not become a storm of log lines
+        by_kind: dict[str, int] = {}
+        for fact, _cause in new:
+            by_kind[fact.kind.value] = by_kind.get(fact.kind.value, 0) + 1
+        log.info("notification_facts", suppressed=run.suppressed, **by_kind)
 
 
 def _active_causes(connection: sa.Connection) -> frozenset[AttentionKind]:

@@ -181,18 +181,18 @@ def api_key_refusal(connection: sa.Connection) -> AuditNote | None:
     Read from the audit log's latest sending_paused / sending_resumed row until the pause has a
     table of its own.
     """
-    row = (
-        connection.execute(
-            sa.select(audit_log)
-            .where(audit_log.c.kind.in_([kind.value for kind in SENDING_KINDS]))
-            .order_by(audit_log.c.id.desc())
-            .limit(1)
-        )
-        .mappings()
-        .first()
-    )
-    if row is None or row["kind"] != AuditKind.SENDING_PAUSED.value:
+    # One max() per kind: each is a short walk of the (kind, at) index, where "the latest of
+    # either kind by id" would scan the whole log backwards when neither kind was ever written.
+    latest = {
+        kind: connection.execute(
+            sa.select(sa.func.max(audit_log.c.id)).where(audit_log.c.kind == kind.value)
+        ).scalar()
+        for kind in SENDING_KINDS
+    }
+    paused, resumed = latest[AuditKind.SENDING_PAUSED], latest[AuditKind.SENDING_RESUMED]
+    if paused is None or (resumed is not None and resumed > paused):
         return None
+    row = connection.execute(sa.select(audit_log).where(audit_log.c.id == paused)).mappings().one()
     note = _note(row)
     return note if note.detail.get("reason") == "api_key_refused" else None
 
