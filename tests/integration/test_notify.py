@@ -508,3 +508,51 @@ def test_the_digest_on_a_dst_day_comes_once(
             assert digests(receiver) == []
     [digest] = digests(receiver)
     assert digest["title"] == (f"propready daily digest {at[:10]}: nothing waits for a person")
+
+
+def test_stuck_orders_and_a_failing_source_are_states_told_once_per_episode(
+    state_url: str, pm: Any, sandbox: Any, receiver: JsonReceiver
+) -> None:
+    """A placed order with no vendor progress for stuck_after_hours, and polls failing for
+    source_failing_after_minutes, are each told once per episode and listed for a person."""
+    from propready.service import run_cycle
+    from propready.service.attention import attention_list
+    from propready.service.checkpoints import record_source_failure
+    from tests.integration.cycle_support import Clock, make_settings, wired
+
+    clock = Clock(T0)
+    settings = make_settings(state_url, pm.url, sandbox.url)
+    settings = settings.model_copy(
+        update={
+            "notify": notify_settings(
+                state_url,
+                [receiver.url()],
+                stuck_after_hours=72,
+                events=["stuck", "source_failing"],
+            ).notify
+        }
+    )
+    with wired(settings) as parts:
+        run_cycle(parts, clock)
+        pm.set("H1", status="Vacant Unrented Ready")
+        clock.now += timedelta(minutes=5)
+        run_cycle(parts, clock)  # placed at the sandbox
+        engine = parts.state
+        assert run(engine, settings, T0 + timedelta(hours=72)).facts == 0
+        assert run(engine, settings, T0 + timedelta(hours=73)).facts == 1
+        assert run(engine, settings, T0 + timedelta(hours=74)).facts == 0  # same episode
+        record_source_failure(parts, "connection refused", T0 + timedelta(hours=74))
+        # last success at T0 + 5 min: failing for far longer than 15 minutes.
+        assert run(engine, settings, T0 + timedelta(hours=74, minutes=1)).facts == 1
+        assert run(engine, settings, T0 + timedelta(hours=75)).facts == 0
+        titles = sorted(m["title"] for m in receiver.received)
+        assert titles == [
+            "propready: 1 order has no progress at PlanOmatic",
+            "propready: PM database cannot be read",
+        ]
+        stuck = next(m for m in receiver.received if "progress" in m["title"])
+        assert "PlanOmatic status new_request since 2026-11-27 15:05Z" in stuck["message"]
+        kinds = [
+            e.item.kind.value for e in attention_list(engine, settings, T0 + timedelta(hours=75))
+        ]
+        assert sorted(kinds) == ["source_failing", "stuck"]
