@@ -37,7 +37,7 @@ from propready.adapters.store import attention as attention_store
 from propready.adapters.store import notify as store
 from propready.adapters.store import properties
 from propready.adapters.store.engine import create_state_engine
-from propready.core.attention import KINDS, AttentionKind, inhibitor, is_overdue
+from propready.core.attention import KINDS, AttentionKind, inhibitor
 from propready.core.notify_facts import (
     WATCHED_AUDIT_KINDS,
     Fact,
@@ -291,13 +291,9 @@ def digest(state: sa.Engine, settings: Settings, now: datetime, run: NotifyRun) 
     urls = settings.notify.urls_for(DIGEST)
     if day is None or not urls:
         return
-    with state.begin() as connection:
-        previous = store.last_tick_at(connection, DIGEST)
-        if not store.take_tick(connection, DIGEST, day.isoformat(), now):
+    with state.connect() as connection:
+        if store.tick_taken(connection, DIGEST, day.isoformat()):
             return  # today's digest is made (by this host or another)
-        since = previous or now - timedelta(days=1)
-        told = store.told_since(connection, since)
-        failed = store.failed_since(connection, since)
     listed = attention_list(state, settings, now)
     lines = []
     for kind in AttentionKind:
@@ -311,8 +307,16 @@ def digest(state: sa.Engine, settings: Settings, now: datetime, run: NotifyRun) 
                     sum(1 for entry in mine if entry.overdue),
                 )
             )
-    overdue = any(is_overdue(e.item, now, settings.notify.overdue_after_hours) for e in listed)
+    overdue = any(entry.overdue for entry in listed)
+    # The tick and the messages commit together: exactly one host makes the day's digest, and
+    # a crash leaves either both or neither.
     with state.begin() as connection:
+        previous = store.last_tick_at(connection, DIGEST)
+        if not store.take_tick(connection, DIGEST, day.isoformat(), now):
+            return
+        since = previous or now - timedelta(days=1)
+        told = store.told_since(connection, since)
+        failed = store.failed_since(connection, since)
         for url in urls:
             channel = channel_for(url)
             if channel is None:

@@ -536,6 +536,15 @@ def take_tick(connection: sa.Connection, name: str, local_day: str, now: datetim
     return taken is not None
 
 
+def tick_taken(connection: sa.Connection, name: str, local_day: str) -> bool:
+    found = connection.execute(
+        sa.select(notify_tick.c.name).where(
+            notify_tick.c.name == name, notify_tick.c.local_day == local_day
+        )
+    ).first()
+    return found is not None
+
+
 def last_tick_at(connection: sa.Connection, name: str) -> datetime | None:
     value = connection.execute(
         sa.select(sa.func.max(notify_tick.c.at)).where(notify_tick.c.name == name)
