@@ -35,6 +35,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from propready.adapters.database_urls import same_database
+from propready.notify_settings import NotifySettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/propready/propready.toml")
 ENV_PREFIX = "PROPREADY_"
@@ -283,6 +284,7 @@ class Settings(BaseSettings):
     daemon: DaemonSettings = DaemonSettings()
     log: LogSettings = LogSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
+    notify: NotifySettings = NotifySettings()
 
     @classmethod
     def settings_customise_sources(
@@ -309,9 +311,13 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Secret strings the log redactor must mask wherever they appear: the API key, the
-        webhook tokens and the database passwords (a driver's error text may carry a connection
-        string)."""
-        values = [self.planomatic.api_key.get_secret_value(), *self.webhooks.valid_tokens()]
+        webhook tokens, the notification URLs' secrets and the database passwords (a driver's
+        error text may carry a connection string)."""
+        values = [
+            self.planomatic.api_key.get_secret_value(),
+            *self.webhooks.valid_tokens(),
+            *self.notify.secret_values(),
+        ]
         for url in (self.state.url, self.source.url):
             try:
                 values.append(make_url(url).password or "")

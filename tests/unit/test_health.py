@@ -204,7 +204,29 @@ def test_as_dict_is_the_json_body_of_healthz() -> None:
         "failing_jobs": {"poll": {"failures": 1, "error": "boom"}},
         "sending_paused": None,
         "uptime_seconds": 60,
+        "notify_channels_failing": {},
     }
+
+
+def test_a_notification_channel_failing_for_over_an_hour_is_a_problem() -> None:
+    """A channel failing for 59 minutes is reported in the detail only; past an hour it makes
+    the daemon unhealthy, named by its safe label."""
+    health = tracker()
+    health.poll_succeeded(at(3600))
+    health.set_failing_channels([("slack://T...F/B...L/a...x", at(0), "HTTP 500")])
+    early = health.report(at(59 * 60))
+    assert early.healthy
+    assert early.detail["notify_channels_failing"] == {
+        "slack://T...F/B...L/a...x": {"since": "2026-07-01T12:00:00+00:00", "error": "HTTP 500"}
+    }
+    late = health.report(at(3601))
+    assert not late.healthy
+    assert late.problems == (
+        "notification channel slack://T...F/B...L/a...x failing for 60 min (limit 60); "
+        "last error: HTTP 500",
+    )
+    health.set_failing_channels([])
+    assert health.report(at(3602)).healthy
 
 
 def test_long_errors_are_shortened() -> None:

@@ -14,10 +14,12 @@ from propready import __version__
 from propready.adapters.database_urls import DatabaseSettingError
 from propready.adapters.rulefiles import RuleFileError
 from propready.adapters.source import SourceUnavailable
+from propready.cli.attention_commands import attention_group
 from propready.cli.audit_commands import audit_command, explain_command
 from propready.cli.backfill_command import backfill_command
 from propready.cli.db_commands import db_group
 from propready.cli.deploy_command import deploy_files_command
+from propready.cli.notify_commands import notify_group
 from propready.cli.orders_commands import orders_group
 from propready.cli.report_command import report_command
 from propready.cli.rules_commands import rules_group
@@ -75,6 +77,8 @@ for command in (
     webhooks_group,
     sending_group,
     deploy_files_command,
+    attention_group,
+    notify_group,
 ):
     cli.add_command(command)
 

@@ -53,3 +53,6 @@ class AuditKind(StrEnum):
     RULES_RELOAD_REFUSED = "rules_reload_refused"
     CONFIG_RELOADED = "config_reloaded"
     CONFIG_RELOAD_REFUSED = "config_reload_refused"
+    # people: attention items acknowledged or snoozed (`propready attention ack|snooze`)
+    ATTENTION_ACKNOWLEDGED = "attention_acknowledged"
+    ATTENTION_SNOOZED = "attention_snoozed"

@@ -8,6 +8,7 @@ never overlaps itself):
     send         every daemon.send_interval_seconds, and at once after a poll planned orders
     recovery     every daemon.recovery_interval_seconds: orders abandoned in `sending`
     status_sync  every daemon.status_sync_interval_seconds: the vendor's status of placed orders
+    notify       every notify.interval_seconds: facts for people, grouped messages, the digest
     rules_watch  every 2 s: reload the rule files when they change on disk
     audit_anchor every daemon.audit_anchor_interval_seconds: publish the audit chain's head
 
@@ -51,7 +52,7 @@ from propready.runtime.config_reload import merge_reloaded
 from propready.runtime.health import HealthReport, HealthTracker
 from propready.runtime.metrics import DaemonMetrics, MetricsServer
 from propready.runtime.notify import SystemdNotifier
-from propready.service import Components, CycleSummary, poll_step, recover, send_due
+from propready.service import Components, CycleSummary, notify_step, poll_step, recover, send_due
 from propready.service.checkpoints import CHECKPOINT
 from propready.service.status_sync import sync_statuses
 from propready.settings import ConfigError, Settings, load_settings
@@ -63,7 +64,7 @@ RULES_WATCH_SECONDS = 2.0
 MAIN_LOOP_SECONDS = 0.2  # how quickly the main thread notices a signal's flag
 HEARTBEAT_SECONDS = 5.0  # health gauge and watchdog checks when systemd asks for no watchdog
 QUIET_JOBS = frozenset(
-    {"send", "recovery", "status_sync", "audit_anchor"}
+    {"send", "recovery", "status_sync", "audit_anchor", "notify"}
 )  # logged at debug when idle
 
 
@@ -245,6 +246,7 @@ class Daemon:
                 settings.daemon.status_sync_interval_seconds,
                 now + timedelta(seconds=30),
             ),
+            ("notify", self._notify, settings.notify.interval_seconds, now + timedelta(seconds=5)),
         ]
         jobs.append(
             (
@@ -408,6 +410,11 @@ class Daemon:
         log.info("audit_anchor", row_id=row_id, hash=row_hash, anchor=f"{row_id}:{row_hash}")
         self.metrics.set_audit_head(row_id, row_hash)
         return head
+
+    def _notify(self, summary: CycleSummary) -> None:
+        run = notify_step(self.parts, self.clock, summary, observer=self.metrics.notification)
+        self.health.set_failing_channels(run.failing)
+        self.metrics.set_failing_channels(run.failing, self.clock())
 
     def _refresh_order_gauge(self) -> None:
         try:

@@ -13,6 +13,8 @@ A daemon is unhealthy when
 - a job raised `failure_limit` times in a row (the state database is down, a bug);
 - sending is paused for every host (the vendor refused the API key, or an operator paused it):
   orders wait in `planned` until a person acts.
+- a notification channel has failed to take a message for over `channel_failing_after` (an
+  hour): people are not hearing about what needs them.
 
 Pure bookkeeping: callers pass every time in (aware UTC datetimes), and the tracker never reads
 the clock, so tests and the daemon agree on what "now" is.
@@ -28,6 +30,7 @@ from typing import Any
 
 # Error texts end up in a JSON body and in one-line problem sentences: keep them short and flat.
 MAX_ERROR_CHARS = 300
+CHANNEL_FAILING_AFTER = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class HealthTracker:
         self._sends = _Streak()
         self._jobs: dict[str, _Streak] = {}
         self._sending_paused: str | None = None
+        self._channels: list[tuple[str, datetime, str | None]] = []
 
     @property
     def last_successful_poll(self) -> datetime | None:
@@ -143,6 +147,11 @@ class HealthTracker:
         with self._lock:
             self._sending_paused = _short(reason) if reason is not None else None
 
+    def set_failing_channels(self, failing: list[tuple[str, datetime, str | None]]) -> None:
+        """Notification channels with undelivered messages: (safe label, failing since, error)."""
+        with self._lock:
+            self._channels = list(failing)
+
     def set_poll_stale_after(self, value: timedelta) -> None:
         """A config reload changed the poll interval, and with it how old a poll may get."""
         if value <= timedelta(0):
@@ -159,6 +168,7 @@ class HealthTracker:
                 *self._send_problems(),
                 *self._job_problems(),
                 *self._pause_problems(),
+                *self._channel_problems(now),
             ]
             detail: dict[str, Any] = {
                 "last_successful_poll": (
@@ -175,6 +185,10 @@ class HealthTracker:
                 },
                 "sending_paused": self._sending_paused,
                 "uptime_seconds": _seconds(now - self._started_at),
+                "notify_channels_failing": {
+                    label: {"since": since.isoformat(), "error": _short(error or "")}
+                    for label, since, error in self._channels
+                },
             }
             never_polled = self._last_poll_success is None
         if problems:
@@ -229,6 +243,14 @@ class HealthTracker:
             f"(limit {self._failure_limit}); last error: {streak.error}"
             for job, streak in sorted(self._jobs.items())
             if streak.failures >= self._failure_limit
+        ]
+
+    def _channel_problems(self, now: datetime) -> list[str]:
+        return [
+            f"notification channel {label} failing for {_seconds(now - since) // 60} min "
+            f"(limit {_seconds(CHANNEL_FAILING_AFTER) // 60}); last error: {_short(error or '?')}"
+            for label, since, error in self._channels
+            if now - since > CHANNEL_FAILING_AFTER
         ]
 
 

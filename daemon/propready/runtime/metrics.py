@@ -150,6 +150,23 @@ class DaemonMetrics:
             ["row_id", "hash"],
             registry=reg,
         )
+        self.notifications = Counter(
+            "propready_notifications_total",
+            "Notification attempts by channel (a URL with its secrets masked) and outcome.",
+            ["channel", "outcome"],
+            registry=reg,
+        )
+        self.notify_facts = Counter(
+            "propready_notify_facts_total",
+            "Facts worth telling a person, noted from the audit log and state checks.",
+            registry=reg,
+        )
+        self.notify_channel_failing = Gauge(
+            "propready_notify_channel_failing_seconds",
+            "How long a channel's oldest undelivered notification has been failing (absent: ok).",
+            ["channel"],
+            registry=reg,
+        )
         self.healthy = Gauge(
             "propready_healthy",
             "1 when /healthz reports healthy (or still starting), 0 when unhealthy.",
@@ -170,11 +187,13 @@ class DaemonMetrics:
             "rate_limit_wait_seconds": self.rate_limit_wait_seconds,
             "rows": self.source_rows,
             "quarantined": self.source_rows_quarantined,
+            "notify_facts": self.notify_facts,
         }
         self._lock = threading.Lock()  # for the label swaps below, which take several steps
         self._order_states_seen: set[str] = set(ORDER_STATES)
         self._rules_version: str | None = None
         self._audit_head: tuple[str, str] | None = None
+        self._failing_channels: set[str] = set()
 
     def observe_job(
         self,
@@ -244,6 +263,25 @@ class DaemonMetrics:
             if self._audit_head is not None and self._audit_head != labels:
                 self.audit_head_info.remove(*self._audit_head)
             self._audit_head = labels
+
+    def notification(self, channel: str, outcome: str) -> None:
+        """One notification attempt: `channel` is its safe label, outcome sent | failed."""
+        self.notifications.labels(channel, outcome).inc()
+
+    def set_failing_channels(
+        self, failing: Iterable[tuple[str, datetime, str | None]], now: datetime
+    ) -> None:
+        """Channels whose undelivered notifications keep failing, and since when."""
+        with self._lock:
+            current = set()
+            for label, since, _error in failing:
+                current.add(label)
+                self.notify_channel_failing.labels(label).set(
+                    max(0.0, (now - since).total_seconds())
+                )
+            for label in self._failing_channels - current:
+                self.notify_channel_failing.remove(label)
+            self._failing_channels = current
 
     def set_health(self, healthy: bool) -> None:
         """The health verdict as 1 or 0, so alerting needs no HTTP probe."""

@@ -16,6 +16,7 @@ import structlog
 from propready.adapters.source import SourceUnavailable
 from propready.service.checkpoints import Tick, record_source_failure, source_backoff_over
 from propready.service.components import Components, CycleSummary, Pacer
+from propready.service.notify import notify_step
 from propready.service.poll import poll
 from propready.service.recovery import recover
 from propready.service.send import send_due
@@ -25,6 +26,7 @@ __all__ = [
     "Components",
     "CycleSummary",
     "Pacer",
+    "notify_step",
     "poll",
     "poll_step",
     "recover",
@@ -38,8 +40,8 @@ log = structlog.get_logger("propready.service")
 def run_cycle(
     components: Components, now: Callable[[], datetime], *, respect_backoff: bool = True
 ) -> CycleSummary:
-    """One cycle: recover, poll and decide, send what is due, then sync order statuses
-    (`propready run --once`).
+    """One cycle: recover, poll and decide, send what is due, sync order statuses, then tell
+    people what needs them (`propready run --once`).
 
     A source that cannot be read is reported in the summary, not raised: sending goes on.
     """
@@ -49,6 +51,7 @@ def run_cycle(
     poll_step(components, now, summary, respect_backoff=respect_backoff)
     send_due(components, now, summary)
     sync_statuses(components, now(), summary)
+    notify_step(components, now, summary)
     attention = summary.invalid or summary.rejected or summary.unknown  # a person must look
     (log.warning if attention else log.info)(
         "cycle", duration_ms=round((time.monotonic() - started) * 1000), **summary.as_dict()

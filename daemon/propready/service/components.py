@@ -72,6 +72,7 @@ CRASH_POINTS = frozenset(
         # `propready serve`: a delivery inserted but not committed / committed but not answered
         "delivery_before_commit",
         "delivery_after_commit",
+        "notify_after_send",  # a notification sent, its outcome not yet recorded
     }
 )
 
@@ -137,6 +138,9 @@ class CycleSummary:
     status_checked: int = 0
     status_changed: int = 0
     sending_paused: str | None = None  # why sending is paused for every host, when it is
+    notify_facts: int = 0  # facts worth telling a person, noted from the audit log and state
+    notify_sent: int = 0  # notifications delivered to a channel
+    notify_failed: int = 0  # notification attempts that failed (retried with backoff)
 
     def as_dict(self) -> dict[str, int | float | bool | str | None]:
         return dict(self.__dict__)

@@ -37,6 +37,7 @@ from propready.core.planning import OrderPlan, PlanProblem, plan_order
 from propready.core.rules import RuleSet
 from propready.core.simulation import ExistingOrder, Outcome, Standing, simulate, standing
 from propready.core.triggers import TriggerMemory
+from propready.service.notify import check_lines as notify_check_lines
 from propready.settings import Settings
 
 IDS_SHOWN = 3  # property ids listed per grouped reason
@@ -99,6 +100,7 @@ def run_checks(
     if loaded is not None and source_line.ok:
         lines.append(check_orders(settings, *loaded, now, on_row=on_row))
     lines.append(check_vendor(settings))
+    lines.extend(CheckLine(*line) for line in notify_check_lines(settings, now))
     lines.extend(check_exposure(settings))
     return lines
 

@@ -232,3 +232,95 @@ webhook_delivery = sa.Table(
     sa.Index(None, "external_order_id"),
     sa.Index(None, "received_at"),
 )
+
+# --- People: notifications and attention silences (migration 0007) ----------------------------
+
+# Where the notification scanner stands in the audit log. Its row is locked while a scan runs, so
+# hosts sharing a PostgreSQL database scan once between them, and fact ids grow in commit order.
+notify_cursor = sa.Table(
+    "notify_cursor",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("last_audit_id", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("scanned_at", UtcDateTime, nullable=True),
+)
+
+# One row per fact worth telling a person: (kind, subject, occurrence) is told once.
+notify_fact = sa.Table(
+    "notify_fact",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("subject", sa.String(300), nullable=False),
+    sa.Column("occurrence", sa.String(100), nullable=False),
+    sa.Column("happened_at", UtcDateTime, nullable=False),
+    sa.Column("noted_at", UtcDateTime, nullable=False),
+    sa.Column("external_property_id", PROPERTY_ID, nullable=True),
+    sa.Column("external_order_id", sa.String(255), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=True),  # allow-listed, scrubbed
+    # Set when an active cause (a refused key, a source outage) made this fact one of a flood.
+    sa.Column("suppressed_by", sa.String(40), nullable=True),
+    sa.UniqueConstraint("kind", "subject", "occurrence"),
+    sa.Index(None, "kind", "id"),
+    sa.Index(None, "noted_at"),
+)
+
+# Per channel (a fingerprint of its URL, never the URL) and kind: the facts already put into a
+# message, and when the last message was made (group_interval counts from it).
+notify_group = sa.Table(
+    "notify_group",
+    metadata,
+    sa.Column("channel", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(40), primary_key=True),
+    sa.Column("last_fact_id", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("last_message_at", UtcDateTime, nullable=True),
+)
+
+# The notification outbox: one row per (channel, batch), so a failed channel is retried alone.
+notify_message = sa.Table(
+    "notify_message",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("batch_id", sa.String(40), nullable=False, unique=True),
+    sa.Column("channel", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("title", sa.Text(), nullable=False),
+    sa.Column("body", sa.Text(), nullable=False),
+    sa.Column("fact_count", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column(
+        "state", sa.String(16), nullable=False
+    ),  # pending | sending | sent | failed | dropped
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=False),
+    sa.Column("lease_owner", sa.String(255), nullable=True),
+    sa.Column("lease_until", UtcDateTime, nullable=True),
+    sa.Column("first_failed_at", UtcDateTime, nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("sent_at", UtcDateTime, nullable=True),
+    sa.Index(None, "state", "next_attempt_at"),
+    sa.Index(None, "created_at"),
+)
+
+# Once-a-day work (the digest): the first host to insert the (name, local day) row does it.
+notify_tick = sa.Table(
+    "notify_tick",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("local_day", sa.String(10), primary_key=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+)
+
+# Acknowledged (until the item changes) or snoozed (until a time) attention items.
+attention_silence = sa.Table(
+    "attention_silence",
+    metadata,
+    sa.Column("item", sa.String(400), primary_key=True),
+    sa.Column("mode", sa.String(8), nullable=False),  # ack | snooze
+    sa.Column("silenced_until", UtcDateTime, nullable=True),
+    sa.Column("item_version", sa.String(400), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("silenced_by", sa.String(255), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+)

@@ -1,0 +1,246 @@
+"""Everything waiting for a person, from current state; acknowledging and snoozing items.
+
+The list is computed from what is true now (orders, the quarantine, the source's health, the
+audit log's latest word on a home or order), not from notification facts: an item disappears
+when the state that made it does (an order approved, a row fixed). Silences hide items: a snooze
+until its end, an acknowledgement until the item changes (its `version`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from propready.adapters.store import attention as store
+from propready.adapters.store import audit, properties
+from propready.core.attention import (
+    AttentionItem,
+    AttentionKind,
+    Silence,
+    is_overdue,
+    oldest_first,
+)
+from propready.core.audit_kinds import AuditKind
+from propready.core.notify_facts import reason_text
+from propready.core.orders import OrderState
+from propready.log import REDACTOR
+from propready.settings import Settings
+
+CHECKPOINT = "source"  # the poll's checkpoint row (service.checkpoints.CHECKPOINT)
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    item: AttentionItem
+    overdue: bool
+    silence: Silence | None  # set when the item is hidden (shown only with --all)
+
+
+class AttentionError(ValueError):
+    """An acknowledgement or snooze that cannot be recorded; the message says why."""
+
+
+def _scrub(text: str | None) -> str:
+    return REDACTOR.scrub_text(" ".join((text or "").split()))[:300]
+
+
+def current_items(
+    connection: sa.Connection, settings: Settings, now: datetime
+) -> list[AttentionItem]:
+    """Every item waiting for a person now, oldest first (silences not applied)."""
+    items: list[AttentionItem] = []
+    for order in store.orders_in_state(connection, OrderState.AWAITING_APPROVAL):
+        items.append(
+            AttentionItem(
+                AttentionKind.APPROVAL,
+                order.external_order_id,
+                order.created_at,
+                f"order for {order.external_property_id} waits for approval",
+                f"{order.state}@{order.updated_at.isoformat()}",
+                order.external_property_id,
+                order.external_order_id,
+            )
+        )
+    for order in store.orders_in_state(connection, OrderState.UNKNOWN):
+        items.append(
+            AttentionItem(
+                AttentionKind.UNKNOWN,
+                order.external_order_id,
+                order.updated_at,
+                _scrub(f"may exist at PlanOmatic: {order.last_error or 'outcome unknown'}"),
+                f"{order.state}@{order.updated_at.isoformat()}",
+                order.external_property_id,
+                order.external_order_id,
+            )
+        )
+    for order in store.rejected_orders(connection):
+        items.append(
+            AttentionItem(
+                AttentionKind.REJECTED,
+                order.external_order_id,
+                order.updated_at,
+                _scrub(f"rejected: {order.last_error or 'see the audit log'}"),
+                f"{order.state}@{order.updated_at.isoformat()}",
+                order.external_property_id,
+                order.external_order_id,
+            )
+        )
+    for note in store.not_plannable_homes(connection):
+        home = note.external_property_id or "?"
+        items.append(
+            AttentionItem(
+                AttentionKind.NOT_PLANNABLE,
+                home,
+                note.at,
+                _scrub(reason_text(note.detail, REDACTOR.scrub_text) or "could not be planned"),
+                str(note.id),
+                home,
+            )
+        )
+    for row in store.quarantined_rows(connection):
+        row_home = None if row.row_key.startswith("#") else row.row_key
+        items.append(
+            AttentionItem(
+                AttentionKind.QUARANTINED,
+                row.row_key,
+                row.first_seen_at,
+                _scrub(f"column {row.column_name}: {row.reason}"),
+                row.row_hash,
+                row_home,
+            )
+        )
+    refusal = store.api_key_refusal(connection)
+    if refusal is not None:
+        items.append(
+            AttentionItem(
+                AttentionKind.API_KEY_REFUSED,
+                "api_key",
+                refusal.at,
+                _scrub(reason_text(refusal.detail, REDACTOR.scrub_text) or "key refused"),
+                str(refusal.id),
+            )
+        )
+    items.extend(_source_items(connection, now))
+    stuck_after = timedelta(hours=settings.notify.stuck_after_hours)
+    for stuck in store.stuck_orders(connection, now - stuck_after):
+        order = stuck.order
+        items.append(
+            AttentionItem(
+                AttentionKind.STUCK,
+                order.external_order_id,
+                stuck.last_progress + stuck_after,
+                f"PlanOmatic status {order.vendor_status or 'not known yet'} since "
+                f"{stuck.last_progress:%Y-%m-%d %H:%M}Z",
+                stuck.last_progress.isoformat(),
+                order.external_property_id,
+                order.external_order_id,
+            )
+        )
+    for note in store.vendor_cancels(connection):
+        what = reason_text(note.detail, REDACTOR.scrub_text) or note.kind.replace("_", " ")
+        items.append(
+            AttentionItem(
+                AttentionKind.VENDOR_CANCELED,
+                note.external_order_id or str(note.id),
+                note.at,
+                _scrub(what),
+                str(note.id),
+                note.external_property_id,
+                note.external_order_id,
+            )
+        )
+    for note in store.failed_writebacks(connection):
+        items.append(
+            AttentionItem(
+                AttentionKind.WRITEBACK_FAILED,
+                note.external_order_id or str(note.id),
+                note.at,
+                _scrub(reason_text(note.detail, REDACTOR.scrub_text) or "write-back failed"),
+                str(note.id),
+                note.external_property_id,
+                note.external_order_id,
+            )
+        )
+    return oldest_first(items)
+
+
+def _source_items(connection: sa.Connection, now: datetime) -> list[AttentionItem]:
+    checkpoint = properties.load_checkpoint(connection, CHECKPOINT)
+    failures = checkpoint.consecutive_failures
+    if not failures:
+        return []
+    last_success = checkpoint.last_success_at
+    since = last_success or checkpoint.last_poll_at or now
+    return [
+        AttentionItem(
+            AttentionKind.SOURCE_FAILING,
+            "source",
+            since,
+            _scrub(f"{failures} polls failed in a row; last error: {checkpoint.last_error}"),
+            f"after:{last_success.isoformat() if last_success else 'never'}",
+        )
+    ]
+
+
+def attention_list(
+    engine: sa.Engine, settings: Settings, now: datetime, *, include_silenced: bool = False
+) -> list[Listed]:
+    """The items to show: not silenced (or all of them), each with whether it is overdue."""
+    with engine.connect() as connection:
+        items = current_items(connection, settings, now)
+        quiet = store.silences(connection)
+    overrides = settings.notify.overdue_after_hours
+    shown = []
+    for item in items:
+        silence = quiet.get(item.key)
+        hidden = silence if silence is not None and silence.hides(item, now) else None
+        if hidden is not None and not include_silenced:
+            continue
+        shown.append(Listed(item, is_overdue(item, now, overrides), hidden))
+    return shown
+
+
+def silence_item(
+    engine: sa.Engine,
+    settings: Settings,
+    key: str,
+    *,
+    reason: str,
+    by: str,
+    now: datetime,
+    snooze_for: timedelta | None = None,
+) -> Silence:
+    """Acknowledge (snooze_for None) or snooze one current item, audited with the reason."""
+    if not reason.strip():
+        raise AttentionError("a reason is required (--reason TEXT)")
+    with engine.begin() as connection:
+        items = {item.key: item for item in current_items(connection, settings, now)}
+        item = items.get(key)
+        if item is None:
+            raise AttentionError(
+                f"no attention item {key!r} now; `propready attention --all` lists them"
+            )
+        silence = Silence(
+            item=key,
+            mode="ack" if snooze_for is None else "snooze",
+            reason=reason.strip(),
+            by=by,
+            at=now,
+            until=None if snooze_for is None else now + snooze_for,
+            version=item.version if snooze_for is None else None,
+        )
+        store.save_silence(connection, silence)
+        detail: dict[str, object] = {"item": key, "reason": silence.reason, "by": by}
+        if silence.until is not None:
+            detail["until"] = silence.until.isoformat()
+        audit.record(
+            connection,
+            AuditKind.ATTENTION_ACKNOWLEDGED if snooze_for is None else AuditKind.ATTENTION_SNOOZED,
+            now,
+            external_property_id=item.external_property_id,
+            external_order_id=item.external_order_id,
+            detail=detail,
+        )
+    return silence
