@@ -248,4 +248,4 @@ def test_run_once_tells_people_and_check_passes_the_urls(
     assert message["title"] == "propready: 1 order waits for approval"
     assert "(H1)" in message["message"]
     checked = cli(config, "check")
-    assert f"PASS  notify   1 channel(s): json://127.0.0.1:{receiver.port}/hook" in checked.stdout
+    assert f"PASS notify: 1 channel(s): json://127.0.0.1:{receiver.port}/hook" in checked.stdout

@@ -91,9 +91,9 @@ def test_a_disabled_or_missing_trigger_fails_verify_and_check(
     assert result.returncode == 1
     assert f"BROKEN: {expected}; the audit log is not protected" in result.stdout
     check = propready(config, "check")
-    assert f"FAIL  audit    {expected}" in check.stdout
+    assert f"FAIL audit: {expected}" in check.stdout
     if state_url.startswith("postgresql"):  # the tests connect as the superuser that owns it
-        assert "WARN  audit    state.url connects as root, which owns audit_log" in check.stdout
+        assert "WARN audit: state.url connects as root, which owns audit_log" in check.stdout
 
 
 def test_a_rewritten_head_is_caught_by_an_earlier_anchor(state_url: str, tmp_path: Path) -> None:

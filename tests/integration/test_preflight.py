@@ -274,7 +274,7 @@ def test_simulate_accounts_for_what_the_state_database_holds(
     pm.close()
     engine = create_state_engine(state_url)
     with engine.connect() as connection:
-        h1_order = outbox.list_orders(connection)[0]["external_order_id"]
+        h1_order = outbox.list_orders(connection)[0].external_order_id
     engine.dispose()
     config = _config(tmp_path, state_url, pm.url, settings.source.query, sandbox.url)
     code, out, err = _cli(capsys, config, "simulate", "--format", "json")

@@ -128,7 +128,7 @@ def test_serve_with_an_unreachable_state_database_is_one_line(tmp_path: Path) ->
         tmp_path, f"postgresql+psycopg://root:pw@127.0.0.1:{port}/state", free_port()
     )
     result = propready(config, "serve")
-    _one_line_error(result, 1, f"state.url: cannot connect to 127.0.0.1:{port}/state", "refused")
+    _one_line_error(result, 1, f"state.url: cannot connect to 127.0.0.1:{port}", "refused")
     assert "pw" not in result.stderr
 
 

@@ -87,6 +87,10 @@ COMMANDS: dict[str, Command] = {
     "webhooks list": Command((), _STATE_ONLY),
     "webhooks show": Command(("webhooks", "show", "1"), _STATE_ONLY),
     "webhooks replay": Command(("webhooks", "replay", "--id", "1"), _STATE_ONLY),
+    "attention": Command((), _STATE_ONLY),
+    "attention ack": Command(("attention", "ack", "unknown:pr-none", "--reason", "seen"), _STATE_ONLY),
+    "attention snooze": Command(("attention", "snooze", "unknown:pr-none", "--for", "4h", "--reason", "later"), _STATE_ONLY),
+    "notify test": Command((), frozenset({CONFIG})),
 }  # fmt: skip
 
 

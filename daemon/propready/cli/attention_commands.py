@@ -13,12 +13,11 @@ import click
 import sqlalchemy as sa
 
 from propready.adapters.store import migrate
-from propready.adapters.store.engine import create_state_engine
 from propready.cli.context import settings_from
 from propready.core.attention import format_age, parse_duration
 from propready.service.attention import AttentionError, Listed, attention_list, silence_item
 from propready.settings import Settings
-from propready.wiring import utc_now
+from propready.wiring import state_engine, utc_now
 
 JSON_COLUMNS = (
     "item",
@@ -42,7 +41,7 @@ def operator() -> str:
 
 
 def _engine(settings: Settings) -> sa.Engine:
-    engine = create_state_engine(settings.state.url)
+    engine = state_engine(settings)
     try:
         at_head = migrate.is_at_head(engine)
     except sa.exc.SQLAlchemyError as exc:

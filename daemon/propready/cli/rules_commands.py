@@ -18,6 +18,7 @@ from propready.adapters.source import SourceUnavailable, query_columns
 from propready.core.catalog import Catalog
 from propready.core.rule_tests import actual_text, expected_text, run_rule_tests, trace_lines
 from propready.core.rules import RuleSet
+from propready.service.preflight import rule_problems_line
 from propready.settings import ConfigError, Settings, load_settings, resolve_config_path
 from propready.wiring import source_engine, utc_now
 
@@ -81,7 +82,7 @@ def _load(target: _Target) -> tuple[RuleSet, Catalog]:
     except RuleFileError as exc:
         if len(exc.problems) == 1 and exc.problems[0].location.line == 0:
             # A path that cannot be used (missing, empty, not YAML): one line says it all.
-            click.echo(f"propready: {exc.problems[0].reason}", err=True)
+            click.echo(f"propready: {rule_problems_line(exc)}", err=True)
             sys.exit(1)
         for problem in exc.problems:
             click.echo(str(problem), err=True)

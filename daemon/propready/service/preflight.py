@@ -108,7 +108,13 @@ def run_checks(
 def rule_problems_line(exc: RuleFileError) -> str:
     """Rule-file problems in one line: the first, and how many more (`rules check` lists all)."""
     first = exc.problems[0]
-    text = first.reason if first.location.line == 0 else str(first)
+    where = first.location.file
+    if first.location.line:
+        text = str(first)
+    elif where in first.reason:  # "rules.path: /etc/propready/rules does not exist"
+        text = first.reason
+    else:  # a whole file is refused (too large, not a regular file): name it
+        text = f"{where}: {first.reason}"
     more = len(exc.problems) - 1
     return text + (f" (and {more} more: `propready rules check` lists them)" if more else "")
 
