@@ -1,7 +1,8 @@
 """`propready simulate`: what the rules would order now for the current source data.
 
-It reads the PM database and the rule files only: nothing is sent, and the state database is
-not even opened, so it is safe on a production host before a rules deploy.
+It reads the PM database and the rule files (and, when the rules have budgets, this period's
+orders in the state database): nothing is sent or written, so it is safe on a production host
+before a rules deploy.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from propready.adapters.rulefiles import RuleFileError, load_rule_set
 from propready.adapters.source import create_source_engine, query_columns, stream_batches
 from propready.cli.context import settings_from
 from propready.cli.output import FORMATS, emit
+from propready.cli.simulate_budgets import BudgetColumn
 from propready.core.facts import RowTyper
 from propready.core.model import PropertySnapshot
 from propready.core.rule_tests import services_text, trace_lines
@@ -28,7 +30,7 @@ from propready.core.simulation import Outcome, difference, simulate
 from propready.settings import Settings
 from propready.wiring import utc_now
 
-PLAN_COLUMNS = ("external_property_id", "trigger", "rule_id", "services", "reason")
+PLAN_COLUMNS = ("external_property_id", "trigger", "rule_id", "services", "budget", "reason")
 DIFF_COLUMNS = (
     "external_property_id",
     "live_rule",
@@ -79,8 +81,10 @@ def simulate_command(
 ) -> None:
     """What the live rules would order now for the current source data; sends nothing.
 
-    Each home is decided as the daemon would for every trigger that is true now. With --rules,
-    lists only the homes whose order would change between the live rules and the candidate.
+    Each home is decided as the daemon would for every trigger that is true now; the budget
+    column names the budget that would hold or skip it (counting from this period's orders in
+    the state database), or a service without a price. With --rules, lists only the homes whose
+    order would change between the live rules and the candidate.
 
     \b
     Example:
@@ -102,7 +106,8 @@ def simulate_command(
                 candidate = load_rule_set(candidate_path, _catalog, fields)
             except RuleFileError as exc:
                 _refuse("candidate", exc)
-        rows, outcomes, homes = _run(settings, engine, live, candidate, property_id)
+        budget_column = BudgetColumn(settings, live, _catalog, utc_now())
+        rows, outcomes, homes = _run(settings, engine, live, candidate, property_id, budget_column)
     finally:
         engine.dispose()
     if property_id is not None and not homes:
@@ -126,6 +131,7 @@ def _run(
     live: RuleSet,
     candidate: RuleSet | None,
     property_id: str | None,
+    budget_column: BudgetColumn,
 ) -> tuple[list[dict[str, Any]], list[tuple[str, Outcome]], int]:
     now = utc_now()
     zone = settings.source.zone
@@ -149,7 +155,8 @@ def _run(
                 outcomes.append(("live", live_outcome))
             if candidate is None:
                 if live_outcome.orders or property_id is not None:
-                    rows.append(_plan_row(live_outcome))
+                    budget = budget_column.note(live_outcome, snapshot)
+                    rows.append({**_plan_row(live_outcome), "budget": budget})
                 continue
             other = simulate(candidate, snapshot, now, zone)
             if property_id is not None:

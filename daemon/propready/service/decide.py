@@ -11,12 +11,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from propready.adapters.store import audit, outbox, properties
+from propready.adapters.store import audit, budgets, outbox, properties
 from propready.core.audit_kinds import AuditKind
 from propready.core.expressions import EvaluationScope
 from propready.core.model import Decision, Edge, PropertySnapshot
 from propready.core.orders import Order, OrderState
-from propready.core.planning import PlanProblem, plan_order
+from propready.core.planning import OrderPlan, PlanProblem, plan_order
 from propready.core.rules import decide
 from propready.service.components import Components, CycleSummary
 
@@ -111,9 +111,27 @@ def handle_edge(
             **common,
         )
         return
+    # Budgets: the rows are locked until this transaction commits (adapters/store/budgets.py).
+    verdict = budgets.check_and_lock(connection, plan, rules.budgets, now, settings.source.zone)
+    if verdict.outcome == "skip":
+        summary.budget_skipped += 1
+        audit.record(
+            connection,
+            AuditKind.BUDGET_EXCEEDED,
+            now,
+            rule_id=decision.rule_id,
+            external_order_id=plan.external_order_id,
+            detail={**verdict.detail(), **_price(plan)},
+            **common,
+        )
+        return
     state = (
         OrderState.AWAITING_APPROVAL
-        if (settings.orders.mode == "approval" or plan.requires_approval)
+        if (
+            settings.orders.mode == "approval"
+            or plan.requires_approval
+            or verdict.outcome == "hold"
+        )
         else OrderState.PLANNED
     )
     # The window check and the insert are one step the database enforces (exclusion constraint
@@ -126,6 +144,8 @@ def handle_edge(
         rules_version=rules.version,
         state=state,
         now=now,
+        budget_day=verdict.day,
+        held_by_budget=verdict.held_by_budget,
     )
     if isinstance(outcome, outbox.WindowTaken):
         summary.blocked += 1
@@ -141,6 +161,7 @@ def handle_edge(
         return
     order_id = outcome.order_id
     summary.orders_created += 1
+    summary.budget_held += verdict.outcome == "hold"
     audit.record(
         connection,
         AuditKind.ORDER_CREATED,
@@ -153,9 +174,22 @@ def handle_edge(
             "billing_entity_slug": plan.billing_entity_slug,
             "services": plan.payload["services"],
             "window_hours": plan.window_hours,
+            **_price(plan),
+            **verdict.detail(),
         },
         **common,
     )
+
+
+def _price(plan: OrderPlan) -> dict[str, Any]:
+    """The order's estimated price for the audit log (and the services without one)."""
+    price: dict[str, Any] = {
+        "estimated_price_cents": plan.estimated_price_cents,
+        "price_estimated": plan.price_estimated,
+    }
+    if plan.unpriced_services:
+        price["unpriced_services"] = list(plan.unpriced_services)
+    return price
 
 
 def _audit_blocked(
