@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,32 @@ def test_a_lowered_budget_waits_for_an_order_still_being_decided(state_engine: s
     assert seen["v"].outcome == "hold"
     assert seen["v"].usage is not None
     assert seen["v"].usage.orders == 3
+
+
+def test_one_transaction_counts_its_own_orders_but_not_the_refused_ones(
+    state_engine: sa.Engine,
+) -> None:
+    """Several plans in one transaction (a poll batch): the orders inserted use the budget, a
+    plan the duplicate window refused after its budget check does not."""
+    cap = [Budget("cap", "day", "hold", max_orders=2)]
+    outcomes = []
+    with state_engine.begin() as connection:
+        for home_id, external in (("H1", "a"), ("H1", "b"), ("H2", "c"), ("H3", "d")):
+            plan = replace(_plan(home_id), external_order_id=external)
+            verdict = budget_store.check_and_lock(connection, plan, cap, NOW, DENVER)
+            held = verdict.outcome == "hold"
+            inserted = outbox.insert_order_in_window(
+                connection, plan, event_id=None, rule_id="r", rules_version="v",
+                state=OrderState.AWAITING_APPROVAL if held else OrderState.PLANNED,
+                now=NOW, budget_day=verdict.day, held_by_budget=verdict.held_by_budget,
+            )  # fmt: skip
+            outcomes.append((verdict.outcome, type(inserted).__name__))
+    assert outcomes == [
+        ("ok", "OrderInserted"),
+        ("ok", "WindowTaken"),  # checked, then refused as a duplicate of "a": not counted
+        ("ok", "OrderInserted"),
+        ("hold", "OrderInserted"),
+    ]
 
 
 def test_the_vendor_price_replaces_the_estimate_in_the_budget(state_engine: sa.Engine) -> None:

@@ -26,6 +26,7 @@ might roll back, since that would release the locks taken in it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, tzinfo
 from typing import Any
 
@@ -50,7 +51,7 @@ from propready.core.planning import OrderPlan
 
 # Orders that never count: nothing was (or will be) bought for them.
 _GIVEN_BACK = sorted(s.value for s in FREES_WINDOW)
-_LOCKS_KEY = "propready_budget_locks"
+_MEMORY_KEY = "propready_budget_memory"
 _SPEND = sa.func.coalesce(orders.c.vendor_price_cents, orders.c.estimated_price_cents, 0)
 
 Key = tuple[str, str]
@@ -72,14 +73,23 @@ def check_and_lock(
     day = local_day(now, zone)
     entity = plan.billing_entity_slug
     mine = [b for b in budgets if b.applies_to(entity)]
+    cents = plan.estimated_price_cents or 0
+    verdict = BudgetVerdict("ok", day)
     if mine:
-        usage = lock_and_count(connection, mine, entity, day, now)
-        verdict = judge(mine, entity, plan.estimated_price_cents or 0, day, zone, usage)
-        if verdict.outcome != "ok":
-            return verdict
-    if plan.unpriced_services and not plan.allow_unpriced:
-        return price_hold(day, plan.unpriced_services)
-    return BudgetVerdict("ok", day)
+        memory = _memory(connection)
+        usage = lock_and_count(connection, mine, entity, day, now, memory)
+        verdict = judge(mine, entity, cents, day, zone, usage)
+        if verdict.outcome != "ok" and memory is not None and memory.pending:
+            # The usage counted this transaction's earlier plans as inserted; some may not be
+            # (the duplicate window refused them). Near the limit, look them up and judge again.
+            _settle_pending(connection, memory)
+            usage = {key: memory.tallies[key] for key in usage}
+            verdict = judge(mine, entity, cents, day, zone, usage)
+        if verdict.outcome == "ok" and memory is not None:
+            memory.expect(plan.external_order_id, tuple(usage), cents)  # the caller inserts it
+    if verdict.outcome == "ok" and plan.unpriced_services and not plan.allow_unpriced:
+        return price_hold(day, plan.unpriced_services)  # held, yet counted: not a budget hold
+    return verdict
 
 
 def recheck_for_approval(
@@ -98,7 +108,7 @@ def recheck_for_approval(
     mine = [b for b in budgets if b.applies_to(entity)]
     if not mine:
         return BudgetVerdict("ok", day)
-    usage = lock_and_count(connection, mine, entity, day, now)
+    usage = lock_and_count(connection, mine, entity, day, now, _memory(connection))
     return judge(mine, entity, order.spend_cents, day, zone, usage)
 
 
@@ -108,16 +118,68 @@ def lock_and_count(
     entity: str,
     day: date,
     now: datetime,
+    memory: _Memory | None = None,
 ) -> dict[Key, Usage]:
     """Lock the budget rows of an order of `entity` on `day`, then count what they hold."""
     keys = lock_keys(budgets, entity, day)
-    _lock(connection, keys, now)
-    return _count(connection, budgets, entity, day)
+    _lock(connection, keys, now, memory)
+    return _count(connection, budgets, entity, day, memory)
 
 
-def _lock(connection: sa.Connection, keys: Sequence[Key], now: datetime) -> None:
-    held = _locks_held(connection)
-    missing = [key for key in keys if key not in held]
+@dataclass
+class _Memory:
+    """What one transaction knows about its budget rows while it holds their locks.
+
+    While a lock is held no other budget-checking writer can add an order under that key, so
+    the key's usage changes only by this transaction's own inserts. The first check of a key
+    recounts its period (`tallies`, and `floor_id`: the highest order id then). Later checks
+    (the next readiness events of a poll batch) add the orders this transaction was about to
+    insert (`pending`, summed per key in `pending_usage`) as if all were inserted: an upper
+    bound, so an order it admits is admitted by the exact count too, and no statement is
+    needed. Only when that bound would refuse an order are the pending orders looked up (one
+    indexed read, ids above the floor) and the order judged on the exact count. A share given
+    back meanwhile (a cancel committed by another process) is seen by the next transaction;
+    until then the count errs on the safe side.
+    """
+
+    transaction: sa.RootTransaction | None
+    locks: set[Key] = field(default_factory=set)
+    tallies: dict[Key, Usage] = field(default_factory=dict)
+    floor_id: int = 0
+    pending: dict[str, tuple[Key, ...]] = field(default_factory=dict)
+    pending_usage: dict[Key, Usage] = field(default_factory=dict)  # the pending orders, summed
+
+    def expect(self, external_order_id: str, keys: tuple[Key, ...], cents: int) -> None:
+        """An order the caller is about to insert, counted under `keys` until looked up."""
+        if external_order_id in self.pending:
+            return  # the same plan twice: its id can be inserted once only
+        self.pending[external_order_id] = keys
+        for key in keys:
+            used = self.pending_usage.get(key, Usage())
+            self.pending_usage[key] = Usage(used.orders + 1, used.spend_cents + cents)
+
+    def usage(self, key: Key) -> Usage:
+        """The key's usage with every pending order counted as inserted (an upper bound)."""
+        base, extra = self.tallies[key], self.pending_usage.get(key, Usage())
+        return Usage(base.orders + extra.orders, base.spend_cents + extra.spend_cents)
+
+
+def _memory(connection: sa.Connection) -> _Memory | None:
+    """This transaction's memory; None inside a savepoint, whose rollback would free locks."""
+    transaction = connection.get_transaction()
+    if transaction is None or connection.in_nested_transaction():
+        return None
+    memory = connection.info.get(_MEMORY_KEY)
+    if not isinstance(memory, _Memory) or memory.transaction is not transaction:
+        memory = _Memory(transaction)
+        connection.info[_MEMORY_KEY] = memory
+    return memory
+
+
+def _lock(
+    connection: sa.Connection, keys: Sequence[Key], now: datetime, memory: _Memory | None
+) -> None:
+    missing = [key for key in keys if memory is None or key not in memory.locks]
     if not missing:
         return
     insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
@@ -131,20 +193,8 @@ def _lock(connection: sa.Connection, keys: Sequence[Key], now: datetime) -> None
             set_={"last_locked_at": statement.excluded.last_locked_at},
         )
     )
-    held.update(missing)
-
-
-def _locks_held(connection: sa.Connection) -> set[Key]:
-    """The rows this transaction has locked already (an empty set inside a savepoint)."""
-    transaction = connection.get_transaction()
-    if transaction is None or connection.in_nested_transaction():
-        return set()
-    remembered = connection.info.get(_LOCKS_KEY)
-    if remembered is None or remembered[0] is not transaction:
-        remembered = (transaction, set())
-        connection.info[_LOCKS_KEY] = remembered
-    held: set[Key] = remembered[1]
-    return held
+    if memory is not None:
+        memory.locks.update(missing)
 
 
 def counted(statement: sa.Select[Any]) -> sa.Select[Any]:
@@ -156,35 +206,69 @@ def counted(statement: sa.Select[Any]) -> sa.Select[Any]:
 
 
 def _count(
-    connection: sa.Connection, budgets: Sequence[Budget], entity: str, day: date
+    connection: sa.Connection,
+    budgets: Sequence[Budget],
+    entity: str,
+    day: date,
+    memory: _Memory | None,
 ) -> dict[Key, Usage]:
-    """One statement counting every (scope, period) of the order's budgets."""
-    columns: list[sa.ColumnElement[Any]] = []
-    windows: dict[Key, tuple[date, date]] = {}
+    """The usage of every (scope, period) of the order's budgets."""
+    periods: dict[Key, tuple[date, date]] = {}
     for budget in budgets:
-        first, end, key = period_bounds(budget.period, day)
-        windows[(budget.scope_for(entity), key)] = (first, end)
-    keys = sorted(windows)
-    for index, (scope, _key) in enumerate(keys):
-        first, end = windows[(scope, _key)]
+        first, end, period_key = period_bounds(budget.period, day)
+        periods[(budget.scope_for(entity), period_key)] = (first, end)
+    if memory is None:
+        memory = _Memory(None)  # a savepoint: recount every time
+    fresh = sorted(key for key in periods if key not in memory.tallies)
+    if fresh:
+        if memory.pending:  # before the recount moves the floor above them
+            _settle_pending(connection, memory)
+        statement = counted(sa.select(*_sums(fresh, periods), _MAX_ID)).where(
+            orders.c.budget_day >= min(first for first, _ in periods.values()),
+            orders.c.budget_day < max(end for _, end in periods.values()),
+        )
+        if all(scope != ALL_ENTITIES for scope, _ in fresh):
+            statement = statement.where(orders.c.billing_entity_slug == entity)
+        row = connection.execute(statement).one()
+        for index, key in enumerate(fresh):
+            memory.tallies[key] = Usage(int(row[2 * index] or 0), int(row[2 * index + 1] or 0))
+        memory.floor_id = max(memory.floor_id, int(row[-1] or 0))
+    return {key: memory.usage(key) for key in periods}
+
+
+def _settle_pending(connection: sa.Connection, memory: _Memory) -> None:
+    """Count the orders this transaction inserted since its last check (one indexed lookup)."""
+    wanted = dict(memory.pending)
+    memory.pending.clear()
+    memory.pending_usage.clear()
+    found = connection.execute(
+        counted(
+            sa.select(orders.c.external_order_id, _SPEND).where(
+                orders.c.external_order_id.in_(list(wanted)), orders.c.id > memory.floor_id
+            )
+        )
+    ).all()
+    for external_order_id, spend in found:
+        for key in wanted[str(external_order_id)]:
+            used = memory.tallies[key]
+            memory.tallies[key] = Usage(used.orders + 1, used.spend_cents + int(spend or 0))
+
+
+# The highest order id at the statement's snapshot (a primary-key lookup).
+_MAX_ID = sa.select(sa.func.max(orders.c.id)).scalar_subquery()
+
+
+def _sums(keys: Sequence[Key], periods: dict[Key, tuple[date, date]]) -> list[Any]:
+    """Two columns per key: its orders and its spend, in the key's scope and period."""
+    columns: list[Any] = []
+    for scope, period_key in keys:
+        first, end = periods[(scope, period_key)]
         condition = sa.and_(orders.c.budget_day >= first, orders.c.budget_day < end)
         if scope != ALL_ENTITIES:
             condition = sa.and_(condition, orders.c.billing_entity_slug == scope)
-        columns.append(sa.func.sum(sa.case((condition, 1), else_=0)).label(f"o{index}"))
-        columns.append(sa.func.sum(sa.case((condition, _SPEND), else_=0)).label(f"s{index}"))
-    statement = counted(
-        sa.select(*columns).where(
-            orders.c.budget_day >= min(first for first, _ in windows.values()),
-            orders.c.budget_day < max(end for _, end in windows.values()),
-        )
-    )
-    if all(scope != ALL_ENTITIES for scope, _ in keys):
-        statement = statement.where(orders.c.billing_entity_slug == entity)
-    row = connection.execute(statement).one()
-    return {
-        key: Usage(int(row[2 * index] or 0), int(row[2 * index + 1] or 0))
-        for index, key in enumerate(keys)
-    }
+        columns.append(sa.func.sum(sa.case((condition, 1), else_=0)))
+        columns.append(sa.func.sum(sa.case((condition, _SPEND), else_=0)))
+    return columns
 
 
 def usage_now(connection: sa.Connection, budgets: Sequence[Budget], day: date) -> dict[Key, Usage]:
