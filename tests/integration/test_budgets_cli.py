@@ -155,3 +155,15 @@ def test_approving_a_held_order_over_its_budget_needs_a_reason(
     finally:
         engine.dispose()
     assert approval["detail"]["over_budget_reason"] == "launch week"
+
+
+def test_check_lists_the_budgets_it_will_enforce(
+    tmp_path: Path, state_url: str, rules: Path, pm: PmDatabase
+) -> None:
+    """`propready check` names each budget with its limits (whatever the vendor's answer)."""
+    config = _config(tmp_path, state_url, rules, "http://127.0.0.1:9")
+    result = _cli(config, "check")
+    assert (
+        "PASS  budget   two-a-month: 2 orders per month for all entities together, then hold"
+        in result.stdout
+    ), result.stdout

@@ -241,3 +241,27 @@ def test_the_report_command_prints_the_same_figures(
         "2026-11-10 15:00|H3|entity_a|pr-O3|$125.00|catalog|"
         "2026-12-02 16:05|H6|entity_b|pr-O6|$300.00|estimate"
     ) in text
+
+
+def _runbook_queries() -> list[str]:
+    """The SQL examples of the runbook's analyst section, one statement each."""
+    text = (Path(__file__).resolve().parents[2] / "deploy" / "RUNBOOK.md").read_text()
+    section = text.split("## Audit log for analysts", 1)[1]
+    block = section.split("```sql", 1)[1].split("```", 1)[0]
+    lines = [line for line in block.splitlines() if not line.lstrip().startswith("--")]
+    return [q.strip() for q in "\n".join(lines).split(";") if q.strip()]
+
+
+def test_the_runbook_queries_run_and_answer(history: sa.Engine) -> None:
+    """Every example query of the runbook runs on the history; the spend one answers by hand."""
+    queries = _runbook_queries()
+    assert len(queries) >= 8
+    with history.connect() as connection:
+        for query in queries:
+            if "percentile_cont" in query and connection.dialect.name == "sqlite":
+                continue  # documented as PostgreSQL only
+            connection.exec_driver_sql(query).all()
+        spend = connection.exec_driver_sql(queries[0]).all()
+        held = connection.exec_driver_sql(queries[4]).all()
+    assert [tuple(row) for row in spend] == [("entity_b", 1, 300.0)]
+    assert held == []

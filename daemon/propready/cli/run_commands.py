@@ -92,6 +92,7 @@ def check_command(ctx: click.Context) -> None:
     try:
         rules = load_rule_set(settings.rules.path, catalog_for(settings))
         results.append(("rules", True, f"{len(rules.rules)} rules, version {rules.version}"))
+        results.extend(("budget", True, f"{b.name}: {b.describe()}") for b in rules.budgets)
     except RuleFileError as exc:
         results.append(
             ("rules", False, f"{len(exc.problems)} problem(s); first: {exc.problems[0]}")
