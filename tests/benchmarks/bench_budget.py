@@ -8,7 +8,9 @@ entities; `--changes` of them turn "Vacant Unrented Ready" before the timed poll
 nothing sent: the poll decides and writes the outbox). Each round runs each variant `--repeat`
 times, interleaved, and compares the fastest runs, by wall clock and by this process's CPU
 time (which other load on a shared machine disturbs less; the database's own work is then left
-out). Target (issue 15): the budget check adds less than 10 % to the poll's decision time.
+out). It also times `check_and_lock` alone, 1,000 calls in one transaction (the state of the
+last run, rolled back), against the per-event decision time. Target (issue 15): the budget check
+adds less than 10 % to the poll's decision time.
 
     .venv/bin/python tests/benchmarks/bench_budget.py [--homes 20000] [--changes 1000]
         [--rounds 2] [--repeat 3]
@@ -25,6 +27,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import psycopg
 
@@ -32,7 +35,9 @@ from propready.adapters.catalog_file import load_catalog
 from propready.adapters.rulefiles import load_rule_set
 from propready.adapters.source import create_source_engine
 from propready.adapters.store import migrate
+from propready.adapters.store.budgets import check_and_lock
 from propready.adapters.store.engine import create_state_engine
+from propready.core.planning import OrderPlan
 from propready.service import Components, CycleSummary, Pacer, poll
 from propready.settings import Settings
 
@@ -130,6 +135,31 @@ def decide_once(rules_path: Path, homes: int, changes: int) -> tuple[float, floa
         source.dispose()
 
 
+def check_cost(rules_path: Path, calls: int) -> tuple[float, float]:
+    """Seconds per budgets.check_and_lock call in one transaction of `calls` plans (rolled back):
+    the first call of a batch (locks and a recount), and the mean of the rest."""
+    state = create_state_engine(STATE_URL)
+    budgets = load_rule_set(rules_path, load_catalog()).budgets
+    zone = ZoneInfo("America/Denver")
+    plans = [
+        OrderPlan(f"pr-cost-{n}", f"C{n}", f"entity_{n % 10}", {}, 72, False, 30000)
+        for n in range(calls + 1)
+    ]
+    try:
+        with state.connect() as connection, connection.begin() as transaction:
+            started = time.perf_counter()
+            check_and_lock(connection, plans[0], budgets, NOW, zone)
+            first = time.perf_counter() - started
+            started = time.perf_counter()
+            for plan in plans[1:]:
+                check_and_lock(connection, plan, budgets, NOW, zone)
+            rest = (time.perf_counter() - started) / calls
+            transaction.rollback()
+    finally:
+        state.dispose()
+    return first, rest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--homes", type=int, default=20_000)
@@ -163,6 +193,13 @@ def main() -> None:
                         f"orders={summary.orders_created} held={summary.budget_held} "
                         f"skipped={summary.budget_skipped}"
                     )
+            first, rest = check_cost(budgeted, args.changes)
+            per_event = min(seconds["no budgets"]) / args.changes
+            print(
+                f"round {round_number} check_and_lock: first of a batch {first * 1e3:.2f} ms, "
+                f"then {rest * 1e6:.0f} us per event = {rest / per_event * 100:.1f} % of the "
+                f"{per_event * 1e3:.2f} ms an event takes to decide without budgets"
+            )
             for kind, samples in (("wall", seconds), ("cpu", cpu)):
                 none, budgets = min(samples["no budgets"]), min(samples["2 budgets"])
                 ratio = budgets / none

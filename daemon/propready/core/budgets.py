@@ -20,6 +20,7 @@ exceeded, `skip` wins over `hold`, and the first budget in file order is named.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -130,6 +131,7 @@ def local_day(now: datetime, zone: tzinfo) -> date:
     return now.astimezone(zone).date()
 
 
+@functools.lru_cache(maxsize=256)  # called for every budget of every order: a few days recur
 def period_bounds(period: Period, day: date) -> tuple[date, date, str]:
     """The local dates [first, end) of the `period` that contains `day`, and its key."""
     if period == "day":
@@ -142,6 +144,7 @@ def period_bounds(period: Period, day: date) -> tuple[date, date, str]:
     return first, (first + timedelta(days=32)).replace(day=1), f"month:{first:%Y-%m}"
 
 
+@functools.lru_cache(maxsize=256)
 def period_window(period: Period, day: date, zone: tzinfo) -> PeriodWindow:
     """The period of `period` kind that contains the local date `day`, with its UTC instants."""
     first, end, key = period_bounds(period, day)
