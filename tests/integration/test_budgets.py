@@ -208,6 +208,33 @@ def test_one_transaction_counts_its_own_orders_but_not_the_refused_ones(
     ]
 
 
+def test_a_batch_can_lock_all_its_budget_rows_up_front(state_engine: sa.Engine) -> None:
+    """lock_for_batch takes every row the batch's plans need: another writer for any of those
+    entities gets its verdict only after the batch commits."""
+    each = [Budget("each", "month", "hold", "*", max_orders=10)]
+    plans = [_plan("H1", "entity_1"), _plan("H2", "entity_2")]
+    committed = threading.Event()
+    verdict_after_commit: list[bool] = []
+    with state_engine.connect() as batch:
+        transaction = batch.begin()
+        budget_store.lock_for_batch(batch, plans, each, NOW, DENVER)
+
+        def other() -> None:
+            with state_engine.begin() as connection:
+                plan = _plan("H3", "entity_2")
+                budget_store.check_and_lock(connection, plan, each, NOW, DENVER)
+                verdict_after_commit.append(committed.is_set())
+
+        waiter = threading.Thread(target=other)
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive(), "the other writer did not wait for the batch's locks"
+        committed.set()
+        transaction.commit()
+    waiter.join(timeout=30)
+    assert verdict_after_commit == [True]
+
+
 def test_the_vendor_price_replaces_the_estimate_in_the_budget(state_engine: sa.Engine) -> None:
     """$500 a month: two $300 estimates do not fit, but the first one's reported $150 does."""
     money = [Budget("money", "month", "hold", max_spend_cents=50_000)]

@@ -92,6 +92,28 @@ def check_and_lock(
     return verdict
 
 
+def lock_for_batch(
+    connection: sa.Connection,
+    plans: Sequence[OrderPlan],
+    budgets: Sequence[Budget],
+    now: datetime,
+    zone: tzinfo,
+) -> None:
+    """Lock every budget row a batch of plans will need, in one sorted statement, up front.
+
+    Optional: check_and_lock locks what each plan needs anyway. A batch that locks per plan can
+    wait on another concurrent batch in a cycle (plan 1 locks entity A, plan 2 wants B, while
+    the other batch holds B and wants A; PostgreSQL then aborts one with a deadlock error);
+    locking the union first, sorted, cannot.
+    """
+    day = local_day(now, zone)
+    keys = sorted(
+        {key for plan in plans for key in lock_keys(budgets, plan.billing_entity_slug, day)}
+    )
+    if keys:
+        _lock(connection, keys, now, _memory(connection))
+
+
 def recheck_for_approval(
     connection: sa.Connection,
     order: Order,
