@@ -96,7 +96,7 @@ def make_settings(state_url: str, pm_url: str, base_url: str, **orders: Any) -> 
 
 @contextmanager
 def wired(settings: Settings, transport: httpx.BaseTransport | None = None) -> Iterator[Components]:
-    catalog = load_catalog()
+    catalog = load_catalog(settings.rules.catalog_path)
     state = create_state_engine(settings.state.url)
     source = create_source_engine(settings.source.url)
     client = PlanomaticClient(

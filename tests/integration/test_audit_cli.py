@@ -164,7 +164,7 @@ def test_report_renders_the_known_history(known: Path, tmp_path: Path) -> None:
     page.feed(out.read_text())
     assert page.svgs == 4
     assert "Orders placed2" in page.text
-    assert "2026-W45 · entity_a / photos: 1" in page.text
+    assert "2026-W45 · entity_a: 1" in page.text
     assert "1-5 min · orders: 2" in page.text
 
 

@@ -381,3 +381,15 @@ def test_health_report_round_trips_through_the_endpoint_as_json(served: Served) 
     served.now = START + timedelta(seconds=5)
     body = served.client.get("/healthz").content
     assert json.loads(body) == served.health.report(served.now).as_dict()
+
+
+def test_budget_holds_and_skips_are_counted(served: Served) -> None:
+    """Budget holds and skips feed propready_budget_decisions_total, which starts at 0."""
+    start = served.scrape()
+    assert value(start, "propready_budget_decisions_total", outcome="held") == 0
+    assert value(start, "propready_budget_decisions_total", outcome="skipped") == 0
+    summary = CycleSummary(budget_held=3, budget_skipped=2)
+    served.metrics.observe_job("poll", 0.1, summary.as_dict(), None)
+    samples = served.scrape()
+    assert value(samples, "propready_budget_decisions_total", outcome="held") == 3
+    assert value(samples, "propready_budget_decisions_total", outcome="skipped") == 2

@@ -5,7 +5,14 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from html.parser import HTMLParser
 
-from propready.report.page import ReportData, latency_histogram, render, week_of
+from propready.report.page import (
+    HomeLine,
+    ReportData,
+    latency_histogram,
+    render,
+    spend_lines,
+    week_of,
+)
 from propready.report.story import summarise, trace_lines
 from propready.report.svg import bar_chart
 
@@ -41,13 +48,37 @@ class Outline(HTMLParser):
 
 
 def _data() -> ReportData:
+    homes = [
+        HomeLine(
+            datetime(2026, 11, 3, 9, tzinfo=UTC),
+            "H1",
+            "entity_a",
+            "pr-1",
+            "2026-11",
+            25000,
+            "estimate",
+        ),
+        HomeLine(
+            datetime(2026, 11, 4, 9, tzinfo=UTC),
+            "H2",
+            "entity_b",
+            "pr-2",
+            "2026-11",
+            9900,
+            "vendor",
+        ),
+    ]
     return ReportData(
         since=datetime(2026, 11, 1, tzinfo=UTC),
         until=NOW,
+        orders_placed=6,
+        spend_cents=34900,
         weekly_orders={
-            "2026-W45": {"entity_a / photos": 3, "entity_b / photos": 1},
-            "2026-W46": {"entity_a / photos": 2},
+            "2026-W45": {"entity_a": 3, "entity_b": 1},
+            "2026-W46": {"entity_a": 2},
         },
+        spend_by_entity_month=spend_lines(homes),
+        homes=homes,
         outcomes={"order_created": 6, "duplicate_blocked": 2, "no_rule_matched": 1},
         latencies=[30.0, 200.0, 200.0, 7200.0],
         rejections=[("postal_code: invalid", 2), ("bedrooms: required", 1)],
@@ -68,12 +99,23 @@ def test_report_is_one_self_contained_page_with_four_charts() -> None:
     assert "0:03:20" in text  # the median of 30, 200, 200, 7200 seconds
 
 
+def test_headline_spend_table_and_home_list() -> None:
+    """The headline counts orders and spend; spend per entity and month; one row per home."""
+    page = Outline()
+    page.feed(render(_data(), NOW))
+    text = "|".join(t for t in page.text if t.strip())
+    assert "Orders placed|6|Spend|$349.00 (est.)|" in text
+    assert "entity_a|2026-11|1|$250.00 (est.)|entity_b|2026-11|1|$99.00|" in text
+    assert "2026-11-03 09:00|H1|entity_a|pr-1|$250.00|estimate|" in text
+    assert "2026-11-04 09:00|H2|entity_b|pr-2|$99.00|vendor" in text
+
+
 def test_bars_carry_their_values() -> None:
     """Each bar has a tooltip naming its category, series and value."""
     page = Outline()
     page.feed(render(_data(), NOW))
-    assert "2026-W45 · entity_a / photos: 3" in page.bar_titles
-    assert "2026-W45 · entity_b / photos: 1" in page.bar_titles
+    assert "2026-W45 · entity_a: 3" in page.bar_titles
+    assert "2026-W45 · entity_b: 1" in page.bar_titles
     assert "duplicate_blocked · decisions: 2" in page.bar_titles
     assert "postal_code: invalid · rejections: 2" in page.bar_titles
 
@@ -84,6 +126,7 @@ def test_an_empty_period_renders_and_says_so() -> None:
     html = render(empty, NOW)
     assert html.count("no data in this period") == 3  # the latency buckets always exist
     assert html.count("<svg") == 4
+    assert html.count("No orders placed in this period.") == 2
 
 
 def test_latency_buckets_and_weeks() -> None:

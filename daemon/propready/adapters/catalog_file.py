@@ -7,14 +7,19 @@ from pathlib import Path
 
 import yaml
 
-from propready.core.catalog import Catalog, catalog_from_mapping
+from propready.core.catalog import Catalog, catalog_from_mapping, merge_catalog_data
 
 
 def load_catalog(path: Path | None = None) -> Catalog:
-    """The bundled catalog, extended by the operator's file at `path` when given."""
+    """The bundled catalog, extended by the operator's file at `path` when given.
+
+    The operator's entries override the bundled ones key by key (see merge_catalog_data).
+    """
     bundled_text = resources.files("propready.data").joinpath("catalog.yaml").read_text("utf-8")
-    catalog = catalog_from_mapping(yaml.safe_load(bundled_text), "bundled catalog.yaml")
+    bundled = yaml.safe_load(bundled_text)
+    catalog = catalog_from_mapping(bundled, "bundled catalog.yaml")
     if path is not None:
-        extra = catalog_from_mapping(yaml.safe_load(path.read_text("utf-8")), str(path))
-        catalog = catalog.merged_with(extra)
+        extra = yaml.safe_load(path.read_text("utf-8"))
+        catalog_from_mapping(extra, str(path))  # the operator's file is valid on its own
+        catalog = catalog_from_mapping(merge_catalog_data(bundled, extra), str(path))
     return catalog

@@ -49,6 +49,7 @@ class RuleModel(_Strict):
     priority: StrictInt = 0
     enabled: StrictBool = True
     requires_approval: StrictBool = False
+    allow_unpriced: StrictBool = False
 
 
 class ExpectModel(_Strict):
@@ -70,6 +71,7 @@ class FileModel(_Strict):
     triggers: dict[StrictStr, Any] = Field(default_factory=dict)
     rules: list[Any] = Field(default_factory=list)
     tests: list[Any] = Field(default_factory=list)
+    budgets: list[Any] = Field(default_factory=list)  # rulefile_budgets.py
 
 
 # pydantic names the union member it tried in an error's location; not part of the YAML path.

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from propready.adapters.rule_yaml import RuleFileError, RuleProblem, YamlPath, line_of, read_yaml
+from propready.adapters.rulefile_budgets import build_budgets
 from propready.adapters.rulefile_models import (
     FileModel,
     RuleModel,
@@ -27,6 +28,7 @@ from propready.adapters.rulefile_models import (
     validation_problems,
 )
 from propready.adapters.rulefile_tests import build_tests
+from propready.core.budgets import Budget
 from propready.core.catalog import Catalog
 from propready.core.expressions import (
     Expression,
@@ -263,10 +265,18 @@ def parse_rule_files(
         )
         tests.extend(built)
         checker.problems.extend(problems)
+    budgets: list[Budget] = []
+    budget_names: dict[str, SourceLocation] = {}
+    for file, model, lines in parsed:
+        built_budgets, problems = build_budgets(model.budgets, file, lines, budget_names)
+        budgets.extend(built_budgets)
+        checker.problems.extend(problems)
     if checker.problems:
         raise RuleFileError(checker.problems)
     policy: Literal["first", "collect"] = "collect" if policies == {"collect"} else "first"
-    return RuleSet(triggers, tuple(rules), rules_version(sources), policy, tuple(tests))
+    return RuleSet(
+        triggers, tuple(rules), rules_version(sources), policy, tuple(tests), tuple(budgets)
+    )
 
 
 def rules_version(sources: Iterable[tuple[str, str]]) -> str:
@@ -390,6 +400,7 @@ def _build_rule(
         priority=raw.priority,
         enabled=raw.enabled,
         requires_approval=raw.requires_approval,
+        allow_unpriced=raw.allow_unpriced,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -11,15 +12,17 @@ import click
 import sqlalchemy as sa
 
 from propready.adapters.planomatic import PlanomaticClient, VendorError
+from propready.adapters.rulefiles import load_rule_set
 from propready.adapters.store import outbox
 from propready.cli.context import operator_name, settings_from
 from propready.cli.output import FORMATS, emit
+from propready.core.budgets import Budget
 from propready.core.orders import CANCEL_REASONS, OrderState
 from propready.service.components import CycleSummary
 from propready.service.operator import OrderActionError, approve, cancel, resolve
 from propready.service.status_sync import sync_backlog, sync_statuses
 from propready.settings import Settings
-from propready.wiring import components, state_engine, utc_now, vendor_client
+from propready.wiring import catalog_for, components, state_engine, utc_now, vendor_client
 
 LIST_COLUMNS = (
     "id",
@@ -33,6 +36,8 @@ LIST_COLUMNS = (
     "created_at",
     "attempts",
     "last_error",
+    "spend_cents",
+    "held_by_budget",
 )
 ACTION_COLUMNS = ("id", "external_order_id", "external_property_id", "state", "vendor_status")
 SYNC_INTERVAL = timedelta(minutes=15)  # orders checked this recently are skipped unless --all
@@ -126,21 +131,55 @@ def _state_and_client(settings: Settings) -> Iterator[tuple[sa.Engine, Planomati
 
 @orders_group.command("approve")
 @click.argument("external_order_ids", nargs=-1, required=True)
+@click.option(
+    "--over-budget",
+    is_flag=True,
+    help="Approve an order a budget held even if it still exceeds that budget (needs --reason).",
+)
+@click.option("--reason", help="Why the budget may be exceeded (recorded in the audit log).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.pass_context
-def approve_command(ctx: click.Context, external_order_ids: tuple[str, ...], fmt: str) -> None:
+def approve_command(
+    ctx: click.Context,
+    external_order_ids: tuple[str, ...],
+    over_budget: bool,
+    reason: str | None,
+    fmt: str,
+) -> None:
     """Release orders waiting for approval (awaiting_approval -> planned); the next cycle sends.
+
+    An order held by a budget is checked against the rule files' budgets again: it is released
+    when the budget has room now (it then counts in today's period), and otherwise only with
+    --over-budget --reason TEXT, which the audit log records.
 
     \b
     Example:
       propready orders list --state awaiting_approval
       propready orders approve pr-3f2a9c... pr-81b0d4...
+      propready orders approve pr-3f2a9c... --over-budget --reason "Q4 push, ok'd by finance"
     """
+    if over_budget and not (reason or "").strip():
+        raise click.UsageError("--over-budget needs --reason TEXT (it is audited)")
     settings = settings_from(ctx)
     approved = []
+
+    @functools.cache
+    def budgets() -> tuple[Budget, ...]:
+        return load_rule_set(settings.rules.path, catalog_for(settings)).budgets
+
     with _state_and_client(settings) as (engine, _client):
         for external_order_id in external_order_ids:
-            approved.append(approve(engine, external_order_id, utc_now(), operator_name()))
+            approved.append(
+                approve(
+                    engine,
+                    external_order_id,
+                    utc_now(),
+                    operator_name(),
+                    budgets=budgets,
+                    zone=settings.source.zone,
+                    over_budget_reason=reason if over_budget else None,
+                )
+            )
     emit([o.as_dict() for o in approved], ACTION_COLUMNS, fmt, title="approved")
 
 

@@ -31,8 +31,10 @@ def _aware(value: datetime) -> datetime:
 )
 @click.pass_context
 def report_command(ctx: click.Context, since: datetime, until: datetime | None, out: Path) -> None:
-    """Write an HTML report with charts: orders per week by service and entity, decisions by
-    outcome, readiness-to-order latency and the top rejection reasons.
+    """Write an HTML report: orders placed and spend (canceled orders left out, today included
+    up to now), spend per billing entity and month, one line per home ordered, and charts of
+    orders per week by billing entity, decisions by outcome, readiness-to-order latency and
+    the top rejection reasons.
 
     The file is self-contained (inline SVG and CSS, no script, no network): mail it or open it
     anywhere.

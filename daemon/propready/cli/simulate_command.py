@@ -3,7 +3,8 @@
 It reads the PM database, the rule files and the state database; it sends nothing and writes
 nothing, so it is safe on a production host before a rules deploy. Each order is built and
 checked as the daemon would (the vendor's checks included), and the state database says whether
-the daemon would really place it now (already ordered, an open order, a duplicate window).
+the daemon would really place it now (already ordered, an open order, a duplicate window) and
+which budget, or missing price, would hold it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from propready.adapters.store import migrate
 from propready.cli.context import settings_from
 from propready.cli.output import FORMATS, emit
 from propready.cli.progress import row_progress
+from propready.cli.simulate_budgets import BudgetColumn
 from propready.core.catalog import Catalog
 from propready.core.facts import RowProblem
 from propready.core.rule_tests import services_text, trace_lines
@@ -38,6 +40,7 @@ PLAN_COLUMNS = (
     "rule_id",
     "services",
     "standing",
+    "budget",
     "problems",
     "reason",
 )
@@ -79,8 +82,10 @@ def simulate_command(
     Each home is decided as the daemon would for every trigger that is true now, and its order
     is built and checked as PlanOmatic would (`problems` names what it would refuse).
     `standing` says whether the daemon would place it now: `would order`, already ordered for
-    this readiness, an open order, inside a duplicate window, or first sight. With --rules,
-    lists only the homes whose order would change between the live rules and the candidate.
+    this readiness, an open order, inside a duplicate window, or first sight; `budget` names the
+    budget that would hold or skip it (counting this period's orders), or a service without a
+    price. With --rules, lists only the homes whose order would change between the live rules
+    and the candidate.
 
     \b
     Example:
@@ -172,6 +177,7 @@ def _run(
     traced: list[tuple[str, Outcome]] = []  # kept for --property only (the trace)
     problems: list[str] = []  # --property only: what the vendor would refuse, with hints
     homes = 0
+    budget_column = BudgetColumn(settings, live, catalog, now)
     with row_progress("reading homes") as advance:
         for item in simulate_homes(
             settings, state, source, live, catalog, now, only=property_id, on_row=advance
@@ -190,7 +196,8 @@ def _run(
                     problems.extend(item.home.problem.problems)
             if candidate is None:
                 if outcome.orders or property_id is not None:
-                    rows.append(_plan_row(item, brief=fmt == "table"))
+                    budget = budget_column.note(outcome, item.home.snapshot)
+                    rows.append({**_plan_row(item, brief=fmt == "table"), "budget": budget})
                 continue
             other = simulate(candidate, item.home.snapshot, now, settings.source.zone)
             if property_id is not None:

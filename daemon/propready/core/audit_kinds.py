@@ -17,6 +17,7 @@ class AuditKind(StrEnum):
     ORDER_NOT_PLANNABLE = "order_not_plannable"
     ORDER_PLANNED_DRY_RUN = "order_planned_dry_run"
     DUPLICATE_BLOCKED = "duplicate_blocked"
+    BUDGET_EXCEEDED = "budget_exceeded"  # a budget with when_exceeded: skip refused the order
     # the order outbox
     ORDER_CREATED = "order_created"
     ORDER_SENDING = "order_sending"
@@ -33,6 +34,7 @@ class AuditKind(StrEnum):
     ORDER_CANCELED = "order_canceled"
     ORDER_RESOLVED = "order_resolved"
     ORDER_STATUS_CHANGED = "order_status_changed"
+    ORDER_PRICE_REPORTED = "order_price_reported"  # the vendor's price replaced the estimate
     ORDER_DELIVERED = "order_delivered"
     ORDER_UNABLE_TO_COMPLETE = "order_unable_to_complete"
     ORDER_CANCELED_BY_VENDOR = "order_canceled_by_vendor"

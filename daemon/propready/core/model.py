@@ -68,6 +68,7 @@ class Decision:
     property_access: Mapping[str, Any] = field(default_factory=dict)
     duplicate_window_hours: float | None = None
     requires_approval: bool = False
+    allow_unpriced: bool = False  # a service without a catalog price does not hold the order
     trace: tuple[ConditionTrace, ...] = ()
     reason: str = ""
     considered: tuple[str, ...] = ()  # ids of the rules answering the trigger, in trial order

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+
+from propready.core.pricing import spend_cents
 
 
 class OrderState(StrEnum):
@@ -55,6 +57,16 @@ class Order:
     last_error: str | None = None
     ambiguous_at: datetime | None = None
     status_checked_at: datetime | None = None
+    estimated_price_cents: int | None = None
+    price_estimated: bool = False
+    vendor_price_cents: int | None = None
+    budget_day: date | None = None
+    held_by_budget: str | None = None
+
+    @property
+    def spend_cents(self) -> int:
+        """What the order counts for: the vendor's price, else the estimate (pricing.py)."""
+        return spend_cents(self.estimated_price_cents, self.vendor_price_cents)
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Order:
@@ -64,11 +76,15 @@ class Order:
         values["id"] = int(values["id"])
         values["state"] = OrderState(values["state"])
         values["attempts"] = int(values.get("attempts") or 0)
+        values["price_estimated"] = bool(values.get("price_estimated") or False)
+        if isinstance(values.get("budget_day"), str):  # SQLite through a raw query
+            values["budget_day"] = date.fromisoformat(values["budget_day"])
         return cls(**values)
 
     def as_dict(self) -> dict[str, Any]:
-        """The columns as a mapping (for the CLI's tables); the payload is left out."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "payload"}
+        """The columns as a mapping (for the CLI's tables) and the spend; no payload."""
+        columns = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "payload"}
+        return {**columns, "spend_cents": self.spend_cents}
 
 
 # States that free the duplicate window: no live vendor order exists for them. Everything else

@@ -19,6 +19,7 @@ from typing import Any
 from propready.core.catalog import Catalog
 from propready.core.model import Decision, Edge, PropertySnapshot
 from propready.core.payload_columns import COLUMNS_BY_PATH, PAYLOAD_COLUMNS, PayloadColumn
+from propready.core.pricing import estimate_price
 from propready.core.vendor_contract import (
     ACCESS_METHODS,
     NO_ACCESS,
@@ -51,6 +52,12 @@ class OrderPlan:
     payload: Mapping[str, Any]  # the create body without api_key
     window_hours: float
     requires_approval: bool
+    # The catalog's estimate (pricing.estimate_price): cents of the priced lines, whether it
+    # rests on example prices, the services without a price, and whether the rule accepts that.
+    estimated_price_cents: int | None = None
+    price_estimated: bool = False
+    unpriced_services: tuple[str, ...] = ()
+    allow_unpriced: bool = False
 
 
 class PlanProblem(ValueError):
@@ -97,6 +104,7 @@ def plan_order(
         if decision.duplicate_window_hours is not None
         else default_window_hours
     )
+    price = estimate_price(decision.services, catalog)
     return OrderPlan(
         order_id,
         snapshot.external_property_id,
@@ -104,6 +112,10 @@ def plan_order(
         payload,
         window,
         decision.requires_approval,
+        estimated_price_cents=price.cents,
+        price_estimated=price.estimated,
+        unpriced_services=price.unpriced,
+        allow_unpriced=decision.allow_unpriced,
     )
 
 

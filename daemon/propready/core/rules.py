@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from propready.core.budgets import Budget
 from propready.core.expressions import EvaluationScope, Expression, SourceLocation
 from propready.core.facts import facts_for_storage
 from propready.core.model import (
@@ -47,6 +48,7 @@ class Rule:
     priority: int = 0
     enabled: bool = True
     requires_approval: bool = False
+    allow_unpriced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,7 @@ class RuleSet:
     version: str  # content hash of the rule files
     hit_policy: HitPolicy = "first"
     tests: tuple[RuleTest, ...] = ()
+    budgets: tuple[Budget, ...] = ()  # from the files' `budgets:` sections (core/budgets.py)
     # What the poller must know about the triggers to skip work safely; part of the loaded set,
     # computed once when the set is built.
     analysis: TriggerAnalysis = field(init=False, repr=False, compare=False)
@@ -174,6 +177,7 @@ def decide(ruleset: RuleSet, trigger_name: str, scope: EvaluationScope) -> Decis
         property_access=dict(winner.property_access),
         duplicate_window_hours=winner.duplicate_window_hours,
         requires_approval=winner.requires_approval,
+        allow_unpriced=winner.allow_unpriced,
         trace=tuple(trace),
         reason=_why(ruleset.hit_policy, winner, [r for r, _ in matched], failed),
         **common,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from propready.core.audit_kinds import AuditKind
+from propready.core.pricing import usd
 
 Detail = Mapping[str, Any]
 
@@ -21,6 +22,27 @@ def _services(services: Any) -> str:
     return ", ".join(
         f"{s.get('slug')} x{s.get('quantity')}" for s in services if isinstance(s, Mapping)
     )
+
+
+def _usd(cents: Any) -> str:
+    return usd(cents) if isinstance(cents, int) and not isinstance(cents, bool) else "unknown"
+
+
+def _price(detail: Detail) -> str:
+    if "estimated_price_cents" not in detail:
+        return ""
+    kind = "estimate" if detail.get("price_estimated") else "catalog price"
+    unpriced = detail.get("unpriced_services")
+    missing = f", no price for {', '.join(map(str, unpriced))}" if unpriced else ""
+    return f" ({kind} {_usd(detail.get('estimated_price_cents'))}{missing})"
+
+
+def _hold(detail: Detail) -> str:
+    if detail.get("budget_outcome") != "hold":
+        return ""
+    if detail.get("held_by_budget"):
+        return f"; HELD by budget {detail['held_by_budget']!r}: {detail.get('hold_reason')}"
+    return f"; HELD: {detail.get('hold_reason')}"
 
 
 def _compact(value: Any) -> str:
@@ -75,7 +97,23 @@ RENDERERS: dict[str, Callable[[Mapping[str, Any], Detail], str]] = {
     ),
     AuditKind.ORDER_CREATED: lambda r, d: (
         f"order {r.get('external_order_id')} created ({d.get('state')}) for"
-        f" {d.get('billing_entity_slug')}: {_services(d.get('services'))}"
+        f" {d.get('billing_entity_slug')}: {_services(d.get('services'))}{_price(d)}{_hold(d)}"
+    ),
+    AuditKind.BUDGET_EXCEEDED: lambda r, d: (
+        f"not ordered: skipped by budget {d.get('budget')!r}: {d.get('hold_reason')}{_price(d)}"
+    ),
+    AuditKind.ORDER_APPROVED: lambda r, d: (
+        f"approved by {d.get('approved_by')}"
+        + (f" (was held by budget {d.get('held_by_budget')!r})" if d.get("held_by_budget") else "")
+        + (
+            f"; OVER BUDGET: {d.get('hold_reason')}; reason: {d.get('over_budget_reason')}"
+            if d.get("over_budget")
+            else ""
+        )
+    ),
+    AuditKind.ORDER_PRICE_REPORTED: lambda r, d: (
+        f"PlanOmatic reports the price {_usd(d.get('vendor_price_cents'))}"
+        f" (estimate was {_usd(d.get('estimated_price_cents'))})"
     ),
     AuditKind.ORDER_SENDING: lambda r, d: f"sending, attempt {d.get('attempt')}",
     AuditKind.ORDER_PLACED: lambda r, d: (

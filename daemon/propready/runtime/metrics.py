@@ -113,6 +113,12 @@ class DaemonMetrics:
             "Source rows quarantined because they could not be typed or failed a sanity check.",
             registry=reg,
         )
+        self.budget_decisions = Counter(
+            "propready_budget_decisions_total",
+            "Orders a budget or a missing price held for approval (held), or a budget skipped.",
+            ["outcome"],
+            registry=reg,
+        )
         self.job_duration = Histogram(
             "propready_job_duration_seconds",
             "How long each scheduled job run took, failed runs included.",
@@ -188,6 +194,8 @@ class DaemonMetrics:
             "rows": self.source_rows,
             "quarantined": self.source_rows_quarantined,
             "notify_facts": self.notify_facts,
+            "budget_held": self.budget_decisions.labels("held"),
+            "budget_skipped": self.budget_decisions.labels("skipped"),
         }
         self._lock = threading.Lock()  # for the label swaps below, which take several steps
         self._order_states_seen: set[str] = set(ORDER_STATES)

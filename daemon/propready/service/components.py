@@ -122,6 +122,8 @@ class CycleSummary:
     ordered: int = 0
     not_ordered: int = 0
     blocked: int = 0
+    budget_held: int = 0  # orders created in awaiting_approval by a budget or a missing price
+    budget_skipped: int = 0  # plans a budget refused (when_exceeded: skip)
     invalid: int = 0
     orders_created: int = 0
     sent: int = 0

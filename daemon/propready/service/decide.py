@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
-from propready.adapters.store import audit, outbox, properties
+from propready.adapters.store import audit, budgets, outbox, properties
 from propready.core.audit_kinds import AuditKind
 from propready.core.batch_plan import EdgeDecision
 from propready.core.model import Decision
@@ -135,10 +135,25 @@ class _Recorder:
 
     def _create_order(self, plan: OrderPlan, decision: Decision, common: dict[str, Any]) -> None:
         assert decision.rule_id is not None
-        mode = self.components.settings.orders.mode
+        settings = self.components.settings
+        # Budgets: the period rows are locked until this transaction commits, before the window
+        # insert (adapters/store/budgets.py), never inside a savepoint.
+        verdict = budgets.check_and_lock(
+            self.connection, plan, self.components.rules.budgets, self.now, settings.source.zone
+        )
+        if verdict.outcome == "skip":
+            self.summary.budget_skipped += 1
+            self._audit(
+                AuditKind.BUDGET_EXCEEDED,
+                common,
+                {**verdict.detail(), **_price(plan)},
+                external_order_id=plan.external_order_id,
+            )
+            return
+        held = settings.orders.mode == "approval" or plan.requires_approval
         state = (
             OrderState.AWAITING_APPROVAL
-            if (mode == "approval" or plan.requires_approval)
+            if held or verdict.outcome == "hold"
             else OrderState.PLANNED
         )
         # The window check and the insert are one step the database enforces (exclusion
@@ -152,6 +167,8 @@ class _Recorder:
             rules_version=common["rules_version"],
             state=state,
             now=self.now,
+            budget_day=verdict.day,
+            held_by_budget=verdict.held_by_budget,
         )
         if isinstance(outcome, outbox.WindowTaken):
             self.summary.blocked += 1
@@ -160,6 +177,7 @@ class _Recorder:
             )
             return
         self.summary.orders_created += 1
+        self.summary.budget_held += verdict.outcome == "hold"
         self._audit(
             AuditKind.ORDER_CREATED,
             common,
@@ -168,6 +186,8 @@ class _Recorder:
                 "billing_entity_slug": plan.billing_entity_slug,
                 "services": plan.payload["services"],
                 "window_hours": plan.window_hours,
+                **_price(plan),
+                **verdict.detail(),
             },
             order_id=outcome.order_id,
             external_order_id=plan.external_order_id,
@@ -212,3 +232,14 @@ def _trace(decision: Decision) -> list[dict[str, Any]]:
         }
         for t in decision.trace
     ]
+
+
+def _price(plan: OrderPlan) -> dict[str, Any]:
+    """The order's estimated price for the audit log (and the services without one)."""
+    price: dict[str, Any] = {
+        "estimated_price_cents": plan.estimated_price_cents,
+        "price_estimated": plan.price_estimated,
+    }
+    if plan.unpriced_services:
+        price["unpriced_services"] = list(plan.unpriced_services)
+    return price

@@ -6,15 +6,18 @@ cancel at the vendor sits between the check and the record, like a send.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import sqlalchemy as sa
 
 from propready.adapters.planomatic import PlanomaticClient, VendorRejected
 from propready.adapters.store import audit, outbox
+from propready.adapters.store import budgets as budget_store
 from propready.core.audit_kinds import AuditKind
+from propready.core.budgets import Budget
 from propready.core.orders import (
     CANCELABLE_VENDOR_STATUSES,
     CancelRefused,
@@ -30,20 +33,50 @@ class OrderActionError(Exception):
     """The action cannot be done on this order; the message says why."""
 
 
-def approve(state: sa.Engine, external_order_id: str, now: datetime, by: str) -> Order:
-    """awaiting_approval -> planned: the next send picks it up."""
+def approve(
+    state: sa.Engine,
+    external_order_id: str,
+    now: datetime,
+    by: str,
+    *,
+    budgets: Callable[[], Sequence[Budget]] = tuple,
+    zone: tzinfo = UTC,
+    over_budget_reason: str | None = None,
+) -> Order:
+    """awaiting_approval -> planned: the next send picks it up.
+
+    An order a budget held is checked against the budgets again (`budgets()`, the live rule
+    files' budgets), under the same locks as a new order, and counts in today's period (source
+    time zone) once approved. If it would still overrun a budget, it is approved only with
+    `over_budget_reason` (`--over-budget --reason TEXT`), which the audit row records.
+    """
     with state.begin() as connection:
         order = _find(connection, external_order_id)
-        if not outbox.approve(connection, order.id, now):
+        if order.state is not OrderState.AWAITING_APPROVAL:
             raise OrderActionError(f"{external_order_id} is {order.state}, not awaiting_approval")
-        audit.record(
-            connection,
-            AuditKind.ORDER_APPROVED,
-            now,
-            **order_refs(order),
-            detail={"state": OrderState.PLANNED.value, "approved_by": by},
-        )
-        return replace(order, state=OrderState.PLANNED)
+        detail: dict[str, Any] = {"state": OrderState.PLANNED.value, "approved_by": by}
+        if order.held_by_budget is None:
+            approved = outbox.approve(connection, order.id, now)
+        else:
+            verdict = budget_store.recheck_for_approval(connection, order, budgets(), now, zone)
+            detail.update(held_by_budget=order.held_by_budget, budget_day=verdict.day.isoformat())
+            if verdict.outcome != "ok":
+                if not over_budget_reason:
+                    raise OrderActionError(
+                        f"{external_order_id} was held by budget {order.held_by_budget!r} and "
+                        f"still exceeds {verdict.reason}; to exceed it, approve with "
+                        "--over-budget --reason TEXT"
+                    )
+                detail.update(
+                    over_budget=True,
+                    over_budget_reason=over_budget_reason,
+                    **{k: v for k, v in verdict.detail().items() if k != "held_by_budget"},
+                )
+            approved = budget_store.approve_held(connection, order.id, verdict.day, now)
+        if not approved:
+            raise OrderActionError(f"{external_order_id} changed state meanwhile; look again")
+        audit.record(connection, AuditKind.ORDER_APPROVED, now, **order_refs(order), detail=detail)
+        return replace(order, state=OrderState.PLANNED, held_by_budget=None)
 
 
 def cancel(

@@ -129,7 +129,8 @@ def check_rules(
         return CheckLine("rules", False, rule_problems_line(exc)), None
     note = "" if fields is not None else " (field names not checked: the source query failed)"
     detail = f"{len(rules.rules)} rules, version {rules.version}{note}"
-    return CheckLine("rules", True, detail), (rules, catalog)
+    budgets = tuple(f"budget {b.name}: {b.describe()}" for b in rules.budgets)
+    return CheckLine("rules", True, detail, budgets), (rules, catalog)
 
 
 def check_state(settings: Settings) -> CheckLine:

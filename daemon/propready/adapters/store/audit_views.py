@@ -6,7 +6,7 @@ them the same way, so the report shows what an analyst's own query would show.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -25,6 +25,8 @@ VIEW_TIMESTAMPS: dict[str, tuple[str, ...]] = {
     "audit_rejections_by_field": ("first_at", "last_at"),
     "audit_readiness_to_order": ("fired_at", "created_at", "placed_at"),
     "audit_orders_unknown": ("created_at", "unknown_since"),
+    "audit_order_spend": ("created_at", "placed_at"),
+    "audit_spend_by_entity_month": (),
 }
 # The column each view can be limited by in time.
 VIEW_TIME_COLUMN = {
@@ -35,6 +37,7 @@ VIEW_TIME_COLUMN = {
     "audit_duplicates_blocked": "blocked_at",
     "audit_rejections": "rejected_at",
     "audit_readiness_to_order": "placed_at",
+    "audit_order_spend": "placed_at",
 }
 
 
@@ -48,6 +51,18 @@ def _plain(value: Any) -> Any:
         except ValueError:
             return value
     return value
+
+
+def _day_bound(value: datetime, bound: str) -> date:
+    """The UTC days that overlap [since, until): a day is in when any moment of it is.
+
+    `until` is usually now: today's rows so far are in (day < tomorrow), unless `until` is
+    exactly midnight.
+    """
+    day = value.astimezone(UTC).date()
+    if bound == "until" and value.astimezone(UTC).time() != time(0):
+        return day + timedelta(days=1)
+    return day
 
 
 def read_view(
@@ -70,7 +85,7 @@ def read_view(
             continue
         where.append(f"{time_column} {op} :{bound}")
         # A day column compares with a date; a timestamp column with a UTC timestamp.
-        params[bound] = value.date() if time_column == "day" else value
+        params[bound] = _day_bound(value, bound) if time_column == "day" else value
     sql = f"SELECT * FROM {view}"  # view and column names come from the constants above
     if where:
         sql += " WHERE " + " AND ".join(where)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -87,6 +87,8 @@ def insert_order_in_window(
     rules_version: str,
     state: OrderState,
     now: datetime,
+    budget_day: date | None = None,
+    held_by_budget: str | None = None,
 ) -> OrderInserted | WindowTaken:
     """Claim the property's duplicate window and write the order, or name who holds the window.
 
@@ -108,6 +110,8 @@ def insert_order_in_window(
                     rules_version=rules_version,
                     state=state,
                     now=now,
+                    budget_day=budget_day,
+                    held_by_budget=held_by_budget,
                 )
         except sa.exc.IntegrityError:
             # The winner has committed by now (PostgreSQL waits for it before raising), so a
@@ -147,8 +151,14 @@ def insert_order(
     rules_version: str,
     state: OrderState,
     now: datetime,
+    budget_day: date | None = None,
+    held_by_budget: str | None = None,
 ) -> int:
-    """Write one order row without any check (the database constraint still applies)."""
+    """Write one order row without any check (the database constraint still applies).
+
+    `budget_day` is the local date (source time zone) the order counts in for budgets and spend
+    per month (adapters/store/budgets.py); without one, the UTC date of `now`.
+    """
     result = connection.execute(
         orders.insert()
         .values(
@@ -165,6 +175,10 @@ def insert_order(
             updated_at=now,
             attempts=0,
             next_attempt_at=now,
+            estimated_price_cents=plan.estimated_price_cents,
+            price_estimated=plan.price_estimated,
+            budget_day=budget_day if budget_day is not None else now.astimezone(UTC).date(),
+            held_by_budget=held_by_budget,
         )
         .returning(orders.c.id)
     )

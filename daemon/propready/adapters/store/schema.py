@@ -135,8 +135,18 @@ orders = sa.Table(
     # means "the earlier attempt was saved", not a rejection.
     sa.Column("ambiguous_at", UtcDateTime, nullable=True),
     sa.Column("status_checked_at", UtcDateTime, nullable=True),
+    # Money (migration 0008): the catalog's estimate at planning (cents; price_estimated when it
+    # rests on example prices or misses a line), the vendor's reported price once known (it
+    # replaces the estimate in every figure), the local date (source time zone) the order counts
+    # in for budgets and spend per month, and the budget holding it for approval, if any.
+    sa.Column("estimated_price_cents", sa.BigInteger(), nullable=True),
+    sa.Column("price_estimated", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("vendor_price_cents", sa.BigInteger(), nullable=True),
+    sa.Column("budget_day", sa.Date(), nullable=True),
+    sa.Column("held_by_budget", sa.String(100), nullable=True),
     sa.Index(None, "external_property_id", "window_end"),
     sa.Index(None, "state", "next_attempt_at"),
+    sa.Index(None, "budget_day", "billing_entity_slug"),
     # Not declared here because alembic cannot compare them: on PostgreSQL the exclusion
     # constraint ex_orders_duplicate_window (btree_gist), on SQLite the trigger
     # orders_duplicate_window; both created by migration 0002.
@@ -149,6 +159,17 @@ send_pacing = sa.Table(
     metadata,
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("next_free_at", sa.Double(), nullable=False),  # epoch seconds of the next free slot
+)
+
+# One row per budget scope ("*" for a budget shared by all entities, else the entity) and period
+# ("month:2026-12"). A writer upserts and locks its rows (in sorted order) before it counts the
+# period's orders and inserts one, so racing processes and hosts take turns (core/budgets.py).
+budget_periods = sa.Table(
+    "budget_periods",
+    metadata,
+    sa.Column("scope", sa.String(255), primary_key=True),
+    sa.Column("period_key", sa.String(32), primary_key=True),
+    sa.Column("last_locked_at", UtcDateTime, nullable=False),
 )
 
 audit_log = sa.Table(
