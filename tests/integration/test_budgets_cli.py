@@ -164,6 +164,6 @@ def test_check_lists_the_budgets_it_will_enforce(
     config = _config(tmp_path, state_url, rules, "http://127.0.0.1:9")
     result = _cli(config, "check")
     assert (
-        "PASS  budget   two-a-month: 2 orders per month for all entities together, then hold"
+        "    budget two-a-month: 2 orders per month for all entities together, then hold"
         in result.stdout
     ), result.stdout

@@ -246,7 +246,7 @@ def test_the_report_command_prints_the_same_figures(
 def _runbook_queries() -> list[str]:
     """The SQL examples of the runbook's analyst section, one statement each."""
     text = (Path(__file__).resolve().parents[2] / "deploy" / "RUNBOOK.md").read_text()
-    section = text.split("## Audit log for analysts", 1)[1]
+    section = text.split("## Audit log for analysts", 1)[1].split("**Views**", 1)[1]
     block = section.split("```sql", 1)[1].split("```", 1)[0]
     lines = [line for line in block.splitlines() if not line.lstrip().startswith("--")]
     return [q.strip() for q in "\n".join(lines).split(";") if q.strip()]
