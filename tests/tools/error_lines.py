@@ -91,6 +91,7 @@ COMMANDS: dict[str, Command] = {
     "attention ack": Command(("attention", "ack", "unknown:pr-none", "--reason", "seen"), _STATE_ONLY),
     "attention snooze": Command(("attention", "snooze", "unknown:pr-none", "--for", "4h", "--reason", "later"), _STATE_ONLY),
     "notify test": Command((), frozenset({CONFIG})),
+    "reorder": Command(("reorder", "H1", "--reason", "reshoot"), _RULES | {SOURCE_DOWN, QUERY_ERROR}),
 }  # fmt: skip
 
 

@@ -203,13 +203,28 @@ def test_a_trigger_added_to_the_rules_is_evaluated_on_unchanged_rows() -> None:
 
 
 def test_rows_without_an_id_and_repeated_ids_are_held() -> None:
-    """No id: held under its hash; a repeated id: the later row is held, the first one used."""
-    result = plan([row(None), row("H1"), row("H1", "Vacant Unrented Ready")])
+    """No id: held under its hash; an id two rows share: both rows are held (which one is the
+    home cannot be known), each under its own key, and nothing is stored or ordered for it."""
+    result = plan([row(None), row("H1"), row("H1", "Vacant Unrented Ready"), row("H2")])
     keys = [(q.row_key[:1], q.problem.column) for q in result.quarantines]
-    assert keys == [("#", "external_property_id"), ("H", "external_property_id")]
-    assert result.quarantines[1].row_key == "H1#dup"
-    assert [w.external_property_id for w in result.inserts] == ["H1"]
-    assert result.quarantined == 2
+    assert keys == [("#", "external_property_id")] + [("H", "external_property_id")] * 2
+    assert all(q.row_key.startswith("H1#dup") for q in result.quarantines[1:])
+    assert len({q.row_key for q in result.quarantines}) == 3
+    assert [w.external_property_id for w in result.inserts] == ["H2"]
+    assert result.quarantined == 3
+
+
+def test_an_id_repeated_in_a_later_batch_holds_that_row_and_stays_held() -> None:
+    """Between full passes, a repeat found in a later batch is held, and so is the id from then
+    on; once the id is unique again (a full pass found no repeat), its held rows are released."""
+    poll_memory = memory()
+    plan([row("H1")], poll_memory=poll_memory)
+    later = plan([row("H1", "Vacant Unrented Ready")], poll_memory=poll_memory)
+    assert [q.row_key[:6] for q in later.quarantines] == ["H1#dup"]
+    assert "H1" in poll_memory.ambiguous
+    held = {later.quarantines[0].row_key: later.quarantines[0].row_hash}
+    unique = plan([row("H1")], poll_memory=memory(held))
+    assert unique.releases == list(held)
 
 
 def test_a_bad_value_holds_the_row_once_and_a_fixed_row_is_released() -> None:

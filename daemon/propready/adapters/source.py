@@ -97,6 +97,17 @@ def incremental_query(query: str, cursor_column: str) -> str:
     )
 
 
+def homes_query(query: str, count: int) -> tuple[str, list[str]]:
+    """The operator's query for `count` given homes only, and the names of its id parameters."""
+    names = [f"propready_home_{n}" for n in range(count)]
+    placeholders = ", ".join(f":{name}" for name in names)
+    wrapped = (
+        f"SELECT * FROM ({_inner(query)}) AS propready_homes "
+        f"WHERE external_property_id IN ({placeholders})"
+    )
+    return wrapped, names
+
+
 def stream_batches(
     engine: sa.Engine,
     query: str,
@@ -162,6 +173,29 @@ def _release(connection: Any, driver_error: type[BaseException]) -> None:
         connection.invalidate()
     finally:
         connection.close()
+
+
+def repeated_property_ids(engine: sa.Engine, query: str) -> set[str]:
+    """The ids several rows of the query share (as the poll reads ids: trimmed text).
+
+    Asked before a full pass, so that no row of a repeated id is used: which row is "the" home
+    cannot be known. One grouped scan on the source's side; SourceUnavailable on any error.
+    """
+    wrapped = sa.text(
+        "SELECT trim(CAST(external_property_id AS TEXT)) AS id "
+        f"FROM ({_inner(query)}) AS propready_ids "
+        "WHERE external_property_id IS NOT NULL "
+        "GROUP BY trim(CAST(external_property_id AS TEXT)) HAVING count(*) > 1"
+    )
+    try:
+        with engine.connect() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+            return {str(row[0]) for row in connection.execute(wrapped)}
+    except sa.exc.DBAPIError as exc:
+        raise SourceUnavailable(_describe(exc)) from exc
+    except engine.dialect.loaded_dbapi.Error as exc:
+        raise SourceUnavailable(_describe_driver_error(exc)) from exc
 
 
 def query_columns(engine: sa.Engine, query: str) -> Sequence[str]:

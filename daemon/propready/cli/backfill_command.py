@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from rich.console import Console
 from rich.progress import Progress
 
 from propready.cli.context import settings_from
@@ -17,13 +18,14 @@ from propready.wiring import components, utc_now
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.pass_context
 def backfill_command(ctx: click.Context, trigger: str | None, dry_run: bool, fmt: str) -> None:
-    """Fire readiness events for homes whose trigger was already true at first sight.
+    """Order homes that were ready at first sight, and readiness decided in dry run.
 
     With `first_sight = "ignore"` (the default) propready does not order homes that were
-    already ready when it first saw them. A backfill orders them on purpose: each home is
-    re-read from the source, its trigger checked again, and the event (kind `backfill`) goes
-    through the rules, the duplicate window and the outbox like any other. Orders are sent by
-    the next cycle. Run it with --dry-run first.
+    already ready when it first saw them, and in dry run it orders nothing (dry run consumes
+    nothing). A backfill orders them on purpose: each home is re-read from the source, its
+    trigger checked again, and the readiness goes through the rules, the duplicate window and
+    the outbox like any other. Orders are sent by the next cycle. --dry-run reads and checks
+    the same way and lists what would fire. Run it with --dry-run first.
 
     \b
     Example:
@@ -37,28 +39,27 @@ def backfill_command(ctx: click.Context, trigger: str | None, dry_run: bool, fmt
             raise click.BadParameter(
                 f"unknown trigger {trigger!r} (known: {known})", param_hint="--trigger"
             )
-        if dry_run:
-            rows = backfill_candidates(parts, trigger)
-        else:
-            total = len(backfill_candidates(parts, trigger))
-            with Progress(transient=True) as bar:
-                task = bar.add_task("backfill", total=total)
-                try:
-                    rows = backfill(
-                        parts,
-                        utc_now,
-                        dry_run=False,
-                        trigger=trigger,
-                        progress=lambda n: bar.advance(task, n),
-                    )
-                except BackfillBusy as exc:
-                    raise click.ClickException(str(exc)) from None
+        total = len(backfill_candidates(parts, trigger))
+        console = Console(stderr=True)
+        with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+            task = bar.add_task("backfill", total=total)
+            try:
+                rows = backfill(
+                    parts,
+                    utc_now,
+                    dry_run=dry_run,
+                    trigger=trigger,
+                    progress=lambda n: bar.advance(task, n),
+                )
+            except BackfillBusy as exc:
+                raise click.ClickException(str(exc)) from None
     listing = [
-        {"external_property_id": r.external_property_id, "trigger": r.trigger_name} for r in rows
+        {"external_property_id": r.external_property_id, "trigger": r.trigger_name, "kind": r.kind}
+        for r in rows
     ]
     emit(
         listing,
-        ("external_property_id", "trigger"),
+        ("external_property_id", "trigger", "kind"),
         fmt,
         title="would fire" if dry_run else "fired",
     )

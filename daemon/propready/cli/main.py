@@ -21,6 +21,7 @@ from propready.cli.db_commands import db_group
 from propready.cli.deploy_command import deploy_files_command
 from propready.cli.notify_commands import notify_group
 from propready.cli.orders_commands import orders_group
+from propready.cli.reorder_command import reorder_command
 from propready.cli.report_command import report_command
 from propready.cli.rules_commands import rules_group
 from propready.cli.run_commands import check_command, run_command
@@ -76,6 +77,7 @@ for command in (
     serve_command,
     webhooks_group,
     sending_group,
+    reorder_command,
     deploy_files_command,
     attention_group,
     notify_group,

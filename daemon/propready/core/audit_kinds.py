@@ -17,6 +17,11 @@ class AuditKind(StrEnum):
     ORDER_NOT_PLANNABLE = "order_not_plannable"
     ORDER_PLANNED_DRY_RUN = "order_planned_dry_run"
     DUPLICATE_BLOCKED = "duplicate_blocked"
+    # a readiness that stayed open: planned again, closed, reopened, or reordered by a person
+    READINESS_REPLANNED = "readiness_replanned"
+    READINESS_CLOSED = "readiness_closed"
+    READINESS_REOPENED = "readiness_reopened"
+    REORDER_REQUESTED = "reorder_requested"
     BUDGET_EXCEEDED = "budget_exceeded"  # a budget with when_exceeded: skip refused the order
     # the order outbox
     ORDER_CREATED = "order_created"

@@ -20,8 +20,10 @@ error as the reason: one hostile row never stops the batch.
 from __future__ import annotations
 
 import hashlib
+import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -29,7 +31,14 @@ from propready.core.catalog import Catalog
 from propready.core.checkpoint import CursorTracker
 from propready.core.expressions import EvaluationScope
 from propready.core.facts import BatchScreen, RowProblem, RowTyper, facts_for_storage
-from propready.core.model import Decision, Edge, PropertySnapshot
+from propready.core.model import (
+    Decision,
+    Edge,
+    OpenEvent,
+    PropertySnapshot,
+    basis_parts,
+    plan_basis,
+)
 from propready.core.planning import OrderPlan, PlanProblem, plan_order
 from propready.core.rules import RuleSet, decide
 from propready.core.trigger_values import TriggerEvaluator
@@ -78,6 +87,12 @@ class PollScope:
     default_window_hours: float
     full_pass: bool
     cursor_index: int | None = None
+    # What, besides the rules and the home's row, an order's plan depends on (the mode, the
+    # default window, the catalog): an open readiness is planned again when it changes.
+    config_fingerprint: str = ""
+
+    def basis(self, row_hash: str) -> str:
+        return plan_basis(row_hash, self.rules.version, self.config_fingerprint)
 
 
 @dataclass
@@ -90,12 +105,33 @@ class PollMemory:
     held: dict[str, str] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
     evaluator: TriggerEvaluator | None = None
+    # Readiness events still open (no order came of them yet), by home; each is looked at once
+    # per poll, when its home's row is read.
+    open_events: dict[str, list[OpenEvent]] = field(default_factory=dict)
+    # Ids that several source rows share: every such row is held until the id is unique (a full
+    # pass asks the source which ids repeat before it reads; between full passes, ids held as
+    # repeated stay held).
+    ambiguous: set[str] = field(default_factory=set)
+
+    def held_repeats(self, property_id: str) -> list[str]:
+        """The keys under which rows of this id are held as repeated."""
+        prefix = f"{property_id}{REPEAT_MARK}"
+        return [key for key in self.held if key.startswith(prefix)]
 
     def evaluator_at(self, rules: RuleSet, now: datetime, zone: tzinfo) -> TriggerEvaluator:
         if self.evaluator is None or self.evaluator.rules is not rules:
             self.evaluator = TriggerEvaluator(rules, now, zone)
         self.evaluator = self.evaluator.at(now)
         return self.evaluator
+
+
+# Held rows of an id several rows share are keyed "<id>#dup..." (one key per row version).
+REPEAT_MARK = "#dup"
+
+
+def repeated_ids(held: Mapping[str, str]) -> set[str]:
+    """Ids held as repeated (from the quarantine's keys)."""
+    return {key.split(REPEAT_MARK, 1)[0] for key in held if REPEAT_MARK in key}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +173,21 @@ class EdgeDecision:
     decision: Decision
     plan: OrderPlan | None = None
     problems: tuple[str, ...] = ()
+    basis: str = ""  # what the plan was made from (core/model.py plan_basis)
+    # A readiness planned again (it was open): the stored event, and why it was planned again.
+    event: OpenEvent | None = None
+    replanned_because: str = ""
+    # An operator's audited `reorder --ignore-window`: the order holds no window and is not
+    # stopped by another's.
+    window_override: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EventClosing:
+    """An open readiness that will not be planned again, and why."""
+
+    event: OpenEvent
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +204,7 @@ class BatchPlan:
     quarantines: list[Quarantine] = field(default_factory=list)
     releases: list[str] = field(default_factory=list)
     edges: list[EdgeDecision] = field(default_factory=list)
+    closings: list[EventClosing] = field(default_factory=list)
     suspicious_cursors: list[SuspiciousCursor] = field(default_factory=list)
     rows: int = 0
     unchanged: int = 0
@@ -171,10 +223,12 @@ def plan_batch(
     """Decide one batch; `stored` holds the remembered state of the batch's ids (facts too, for
     changed rows, when a rule reads `previous`)."""
     plan = BatchPlan(rows=len(rows))
+    counts = Counter(row.identity for row in rows if isinstance(row.identity, str))
+    memory.ambiguous.update(pid for pid, n in counts.items() if n > 1 or pid in memory.seen)
     screen = BatchScreen(scope.typer, [row.values for row in rows])
     row_plan = _RowPlanner(scope, memory, plan, now, screen)
     for index, row in enumerate(rows):
-        row_plan.index = index
+        row_plan.index, row_plan.digest = index, row.digest
         row_plan.take(row, stored)
     for property_id in plan.releases:
         memory.held.pop(property_id, None)
@@ -212,6 +266,7 @@ class _RowPlanner:
         self.scope = scope
         self.screen = screen
         self.index = 0  # the row being planned, in the batch
+        self.digest = ""  # its fingerprint
         self.memory = memory
         self.plan = plan
         self.held = memory.held
@@ -231,23 +286,32 @@ class _RowPlanner:
         if isinstance(property_id, RowProblem):
             self._quarantine(f"#{row.digest}", row.digest, property_id)
             return
-        if property_id in self.memory.seen:
-            reason = "the source query returned this id more than once; the first row is used"
+        if property_id in self.memory.ambiguous or property_id in self.memory.seen:
+            self.memory.ambiguous.add(property_id)
+            self.memory.seen.add(property_id)
+            reason = (
+                "several rows of the source query share this id; each is held until it is "
+                "unique (no order is placed with either row's data)"
+            )
             problem = RowProblem(property_id, "external_property_id", reason)
-            self._quarantine(f"{property_id}#dup", row.digest, problem)
+            self._quarantine(f"{property_id}{REPEAT_MARK}{row.digest[:16]}", row.digest, problem)
             return
         self.memory.seen.add(property_id)
+        # The id is unique again: its rows held as repeated are released.
+        self.plan.releases.extend(self.memory.held_repeats(property_id))
         previous = stored.get(property_id)
         if previous is not None and previous.row_hash == row.digest:
             if self.quick_skip and previous.remembers_all(self.analysis.names):
                 self.plan.unchanged += 1
-                return
-            self._isolated(property_id, row, self._reevaluate_unchanged, previous)
-            return
-        if not cursor_ok:  # audited once per row version: unchanged rows are not
-            value = row.values[index] if index is not None else None
-            self.plan.suspicious_cursors.append(SuspiciousCursor(property_id, value))
-        self._isolated(property_id, row, self._evaluate_changed, previous)
+            else:
+                self._isolated(property_id, row, self._reevaluate_unchanged, previous)
+        else:
+            if not cursor_ok:  # audited once per row version: unchanged rows are not
+                value = row.values[index] if index is not None else None
+                self.plan.suspicious_cursors.append(SuspiciousCursor(property_id, value))
+            self._isolated(property_id, row, self._evaluate_changed, previous)
+        if property_id in self.memory.open_events and self.held.get(property_id) != row.digest:
+            self._isolated(property_id, row, self._replan_open, None)
 
     def _isolated(self, property_id: str, row: SourceRow, step: Any, previous: Any) -> None:
         """Run one row's step; an unexpected error quarantines the row, never the batch."""
@@ -327,6 +391,54 @@ class _RowPlanner:
             self.plan.updates.append(write)
         self._decide(snapshot, updates, prior)
 
+    def _replan_open(self, property_id: str, row: SourceRow, _previous: object) -> None:
+        """Plan the home's open readiness events again, when what they were planned from changed.
+
+        Each open event is looked at once per poll. It is closed instead when its trigger no
+        longer holds (the home is not ready any more) or a newer readiness of the same trigger
+        was decided in this batch.
+        """
+        events = self.memory.open_events.pop(property_id, [])
+        basis = self.scope.basis(row.digest)
+        stale = [event for event in events if event.plan_basis != basis]
+        if not stale:
+            return
+        snapshot = self.scope.typer.type_row(row.values, property_id=property_id)
+        if isinstance(snapshot, RowProblem):
+            return  # held: planned again once the row is fixed
+        fresh = {
+            d.edge.trigger_name
+            for d in self.plan.edges
+            if d.event is None and d.snapshot.external_property_id == property_id
+        }
+        evaluation = EvaluationScope(
+            snapshot.facts, self.now, self.scope.zone, previous=snapshot.facts
+        )
+        event_facts = facts_for_storage(snapshot.public_facts())
+        for event in stale:
+            trigger = self.scope.rules.triggers.get(event.edge.trigger_name)
+            if event.edge.trigger_name in fresh:
+                reason = "a newer readiness of the same trigger was decided"
+            elif trigger is None:
+                reason = "its trigger is no longer in the rules"
+            elif not evaluation.is_true(trigger)[0]:
+                reason = "its trigger no longer holds"
+            else:
+                decided = decide_edge(
+                    self.scope,
+                    snapshot,
+                    event.edge,
+                    evaluation,
+                    event_facts,
+                    attempt=event.plan_attempts,
+                )
+                why = replan_reason(event.plan_basis, basis)
+                self.plan.edges.append(
+                    replace(decided, event=event, replanned_because=why, basis=basis)
+                )
+                continue
+            self.plan.closings.append(EventClosing(event, reason))
+
     def _remembered(self, snapshot: PropertySnapshot) -> dict[str, Any]:
         """Only what `previous` can read is kept (typed; the store encodes it)."""
         remembered = self.analysis.remembered
@@ -349,8 +461,10 @@ class _RowPlanner:
         # Only rows with an event pay for the full context and the JSON form of their facts.
         scope = EvaluationScope(snapshot.facts, self.now, self.scope.zone, previous=previous)
         event_facts = facts_for_storage(snapshot.public_facts())
+        basis = self.scope.basis(self.digest)
         for edge in edges:
-            self.plan.edges.append(decide_edge(self.scope, snapshot, edge, scope, event_facts))
+            decided = decide_edge(self.scope, snapshot, edge, scope, event_facts)
+            self.plan.edges.append(replace(decided, basis=basis))
 
     def _quarantine(self, key: str, digest: str, problem: RowProblem) -> None:
         """Hold a row; it is written (and audited) only when new or changed since last held."""
@@ -369,6 +483,7 @@ class _RowPlanner:
             len(plan.releases),
             len(plan.edges),
             len(plan.suspicious_cursors),
+            len(plan.closings),
             plan.unchanged,
             plan.changed,
             plan.new,
@@ -383,7 +498,8 @@ class _RowPlanner:
         del plan.releases[marks[3] :]
         del plan.edges[marks[4] :]
         del plan.suspicious_cursors[marks[5] :]
-        plan.unchanged, plan.changed, plan.new = marks[6:]
+        del plan.closings[marks[6] :]
+        plan.unchanged, plan.changed, plan.new = marks[7:]
 
 
 def decide_edge(
@@ -392,16 +508,51 @@ def decide_edge(
     edge: Edge,
     evaluation: EvaluationScope,
     event_facts: Mapping[str, Any],
+    *,
+    attempt: int = 0,
 ) -> EdgeDecision:
-    """The rules' decision for one rising edge and, when it orders something, the request."""
+    """The rules' decision for one rising edge and, when it orders something, the request.
+
+    `attempt`: orders already created for this readiness (a re-plan gets a new order id).
+    """
     decision = decide(scope.rules, edge.trigger_name, evaluation)
     if not decision.orders_something:
         return EdgeDecision(snapshot, edge, event_facts, decision)
     try:
-        plan = plan_order(snapshot, edge, decision, scope.catalog, scope.default_window_hours)
+        plan = plan_order(
+            snapshot, edge, decision, scope.catalog, scope.default_window_hours, attempt=attempt
+        )
     except PlanProblem as exc:
         return EdgeDecision(snapshot, edge, event_facts, decision, problems=tuple(exc.problems))
     return EdgeDecision(snapshot, edge, event_facts, decision, plan)
+
+
+def config_fingerprint(mode: str, window_hours: float, catalog: Catalog, query: str = "") -> str:
+    """A digest of the configuration an order's plan depends on besides the rules and the row:
+    the mode, the default window, the catalog and the source query (a column added to it)."""
+    services = sorted(
+        (
+            s.slug,
+            sorted(s.quantities),
+            s.access_required,
+            list(s.required_fields),
+            sorted(s.prices_cents.items()),
+            s.unit_price_cents,
+        )
+        for s in catalog.services.values()
+    )
+    data = json.dumps([mode, window_hours, services, query], default=str, sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def replan_reason(before: str | None, now: str) -> str:
+    """Which of the row, the rules and the configuration changed since the last plan."""
+    old, new = basis_parts(before), basis_parts(now)
+    if old is None or new is None:
+        return "planned again"
+    names = ("the home's row", "the rules", "the configuration")
+    changed = [name for name, a, b in zip(names, old, new, strict=True) if a != b]
+    return " and ".join(changed) + " changed" if changed else "planned again"
 
 
 # The memory of a trigger at first sight (value remembered, no edge counted); shared instances.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
 
-EventKind = Literal["rising_edge", "first_sight", "backfill"]
+EventKind = Literal["rising_edge", "first_sight", "backfill", "reorder"]
 
 # Source columns that carry secrets: kept for the order payload, never stored as facts or audited.
 SECRET_FACTS = frozenset({"access_code"})
@@ -78,3 +79,47 @@ class Decision:
     @property
     def orders_something(self) -> bool:
         return self.rule_id is not None and bool(self.services)
+
+
+class EventState(StrEnum):
+    """Where a readiness event stands (readiness_event.state)."""
+
+    ORDERED = "ordered"  # an order exists for it
+    # No order came of it for a reason a person can fix: planned again when the home's row, the
+    # rules or the configuration change (design.md 8.1).
+    OPEN = "open"
+    DRY_RUN = "dry_run"  # decided in dry run: `backfill` offers it once live
+    CLOSED = "closed"  # decided for good: no rule matched, a duplicate window, a budget skip
+
+
+@dataclass(frozen=True, slots=True)
+class OpenEvent:
+    """A readiness event still waiting for an order, with what its last plan was made from."""
+
+    id: int
+    external_property_id: str
+    edge: Edge
+    plan_attempts: int
+    plan_basis: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> OpenEvent:
+        return cls(
+            id=int(row["id"]),
+            external_property_id=str(row["external_property_id"]),
+            edge=Edge(str(row["trigger_name"]), int(row["edge_seq"]), row["kind"]),
+            plan_attempts=int(row["plan_attempts"] or 0),
+            plan_basis=row["plan_basis"],
+        )
+
+
+def plan_basis(row_hash: str, rules_version: str, config_fingerprint: str) -> str:
+    """What a plan is made from: the home's row, the rules and the configuration."""
+    return f"{row_hash}:{rules_version}:{config_fingerprint}"
+
+
+def basis_parts(basis: str | None) -> tuple[str, str, str] | None:
+    if basis is None or basis.count(":") != 2:
+        return None
+    row_hash, rules_version, config = basis.split(":")
+    return row_hash, rules_version, config

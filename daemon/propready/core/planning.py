@@ -73,12 +73,16 @@ class PlanProblem(ValueError):
         self.errors = errors or tuple(ContractProblem("order", p) for p in problems)
 
 
-def external_order_id(property_id: str, edge: Edge, rule_id: str) -> str:
-    """Deterministic, so a re-run of the same decision can never mint a second id."""
-    digest = hashlib.sha256(
-        f"{property_id}\x1f{edge.trigger_name}\x1f{edge.edge_seq}\x1f{rule_id}".encode()
-    )
-    return f"pr-{digest.hexdigest()[:32]}"
+def external_order_id(property_id: str, edge: Edge, rule_id: str, attempt: int = 0) -> str:
+    """Deterministic, so a re-run of the same decision can never mint a second id.
+
+    `attempt` counts the orders already created for this readiness (a re-plan after a rejection,
+    a cancel or a reorder): each gets its own id, and the first keeps the id it always had.
+    """
+    key = f"{property_id}\x1f{edge.trigger_name}\x1f{edge.edge_seq}\x1f{rule_id}"
+    if attempt:
+        key += f"\x1f{attempt}"
+    return f"pr-{hashlib.sha256(key.encode()).hexdigest()[:32]}"
 
 
 def plan_order(
@@ -87,10 +91,15 @@ def plan_order(
     decision: Decision,
     catalog: Catalog,
     default_window_hours: float,
+    *,
+    attempt: int = 0,
 ) -> OrderPlan:
-    """The order request for a decision that orders something; PlanProblem if invalid."""
+    """The order request for a decision that orders something; PlanProblem if invalid.
+
+    `attempt`: orders already created for this readiness (see external_order_id).
+    """
     assert decision.rule_id is not None
-    order_id = external_order_id(snapshot.external_property_id, edge, decision.rule_id)
+    order_id = external_order_id(snapshot.external_property_id, edge, decision.rule_id, attempt)
     payload, reading_problems = build_payload(snapshot, decision, order_id)
     problems = reading_problems + [
         _with_column_hint(problem, snapshot.facts, decision)

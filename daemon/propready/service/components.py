@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from propready.adapters.planomatic import PlanomaticClient
 from propready.adapters.store import pacing
+from propready.core.batch_plan import config_fingerprint
 from propready.core.catalog import Catalog
 from propready.core.rules import RuleSet
 from propready.settings import Settings
@@ -106,6 +107,14 @@ class Components:
     # slot is parked instead of sent.
     stop_requested: threading.Event = field(default_factory=threading.Event)
 
+    def plan_fingerprint(self) -> str:
+        """What an order's plan depends on besides the rules and the home's row (an open
+        readiness is planned again when it changes)."""
+        orders = self.settings.orders
+        return config_fingerprint(
+            orders.mode, orders.duplicate_window_hours, self.catalog, self.settings.source.query
+        )
+
 
 @dataclass
 class CycleSummary:
@@ -119,6 +128,7 @@ class CycleSummary:
     changed: int = 0
     unchanged: int = 0
     events: int = 0
+    replanned: int = 0  # open readiness events planned again (their row, rules or config changed)
     ordered: int = 0
     not_ordered: int = 0
     blocked: int = 0

@@ -16,9 +16,10 @@ import sqlalchemy as sa
 import structlog
 
 from propready.adapters.store import audit, budgets, outbox, properties
+from propready.adapters.store.properties import EventUpdate
 from propready.core.audit_kinds import AuditKind
-from propready.core.batch_plan import EdgeDecision
-from propready.core.model import Decision
+from propready.core.batch_plan import EdgeDecision, EventClosing
+from propready.core.model import Decision, EventState
 from propready.core.orders import Order, OrderState
 from propready.core.planning import OrderPlan
 from propready.service.components import Components, CycleSummary
@@ -32,20 +33,24 @@ def record_decisions(
     decisions: Sequence[EdgeDecision],
     now: datetime,
     summary: CycleSummary,
+    closings: Sequence[EventClosing] = (),
 ) -> None:
-    """Store the events of a batch and act on each decision (audit, plan, order)."""
+    """Store the events of a batch and act on each decision (audit, plan, order); re-planned
+    readiness events keep their stored event, and each event's state follows its outcome."""
+    new = [d for d in decisions if d.event is None]
     event_ids = properties.insert_readiness_events(
-        connection,
-        [(d.snapshot.external_property_id, d.edge, d.event_facts) for d in decisions],
-        now,
+        connection, [(d.snapshot.external_property_id, d.edge, d.event_facts) for d in new], now
     )
-    fresh = [(d, event_id) for d, event_id in zip(decisions, event_ids, strict=True) if event_id]
+    fresh = [(d, event_id) for d, event_id in zip(new, event_ids, strict=True) if event_id]
+    fresh += [(d, d.event.id) for d in decisions if d.event is not None]
     recorder = _Recorder(components, connection, now, summary)
     if recorder.dry_run:
         planned = [d.plan.external_property_id for d, _ in fresh if d.plan is not None]
         recorder.blockers = outbox.blocking_orders(connection, planned, now)
-    for decision, event_id in fresh:
-        recorder.record(decision, event_id)
+    updates = [recorder.record(decision, event_id) for decision, event_id in fresh]
+    for closing in closings:
+        updates.append(recorder.close(closing))
+    properties.update_events(connection, updates)
 
 
 class _Recorder:
@@ -66,30 +71,65 @@ class _Recorder:
         # Dry run inserts no orders: the windows are looked up once for the whole batch.
         self.blockers: Mapping[str, Order] = {}
 
-    def record(self, decided: EdgeDecision, event_id: int) -> None:
-        self.summary.events += 1
+    def record(self, decided: EdgeDecision, event_id: int) -> EventUpdate:
+        """Audit and act on one decision; where its readiness event stands afterwards."""
         common = {
             "external_property_id": decided.snapshot.external_property_id,
             "trigger_name": decided.edge.trigger_name,
             "rules_version": decided.decision.rules_version,
             "event_id": event_id,
         }
-        self._audit(
-            AuditKind.TRIGGER_FIRED,
-            common,
-            {
-                "kind": decided.edge.kind,
-                "edge_seq": decided.edge.edge_seq,
-                "facts": dict(decided.event_facts),
-            },
-        )
+        attempts = decided.event.plan_attempts if decided.event is not None else 0
+        if decided.event is None:
+            self.summary.events += 1
+            self._audit(
+                AuditKind.TRIGGER_FIRED,
+                common,
+                {
+                    "kind": decided.edge.kind,
+                    "edge_seq": decided.edge.edge_seq,
+                    "facts": dict(decided.event_facts),
+                },
+            )
+        else:
+            self.summary.replanned += 1
+            self._audit(
+                AuditKind.READINESS_REPLANNED,
+                common,
+                {
+                    "because": decided.replanned_because,
+                    "attempt": attempts,
+                    "facts": dict(decided.event_facts),
+                },
+            )
         plan = self._audit_decision(decided, common)
         if plan is None:
-            return
+            if decided.decision.orders_something:  # not plannable: a person can fix the row
+                reason = "; ".join(decided.problems)
+                return EventUpdate(event_id, EventState.OPEN, decided.basis, attempts, reason)
+            return EventUpdate(event_id, EventState.CLOSED, decided.basis, attempts)
         if self.dry_run:
-            self._record_dry_run(plan, common)
+            state = self._record_dry_run(plan, common)
         else:
-            self._create_order(plan, decided.decision, common)
+            state = self._create_order(plan, decided, common)
+        ordered = state is EventState.ORDERED
+        return EventUpdate(event_id, state, decided.basis, attempts + int(ordered))
+
+    def close(self, closing: EventClosing) -> EventUpdate:
+        """An open readiness that will not be planned again (its trigger no longer holds...)."""
+        event = closing.event
+        self._audit(
+            AuditKind.READINESS_CLOSED,
+            {
+                "external_property_id": event.external_property_id,
+                "trigger_name": event.edge.trigger_name,
+                "event_id": event.id,
+            },
+            {"reason": closing.reason},
+        )
+        return EventUpdate(
+            event.id, EventState.CLOSED, event.plan_basis, event.plan_attempts, closing.reason
+        )
 
     def _audit(self, kind: AuditKind, common: Mapping[str, Any], detail: Any, **refs: Any) -> None:
         audit.record(self.connection, kind, self.now, detail=detail, **common, **refs)
@@ -120,20 +160,25 @@ class _Recorder:
             self._audit(AuditKind.ORDER_NOT_PLANNABLE, common, {"problems": list(decided.problems)})
         return decided.plan
 
-    def _record_dry_run(self, plan: OrderPlan, common: dict[str, Any]) -> None:
+    def _record_dry_run(self, plan: OrderPlan, common: dict[str, Any]) -> EventState:
         blocker = self.blockers.get(plan.external_property_id)
         if blocker is not None:
             self.summary.blocked += 1
             self._audit_blocked(blocker, plan.window_hours, common, by_constraint=False)
-            return
+            return EventState.CLOSED
         self._audit(
             AuditKind.ORDER_PLANNED_DRY_RUN,
             common,
             {"services": plan.payload["services"]},
             external_order_id=plan.external_order_id,
         )
+        # Dry run consumes nothing: `backfill` offers this readiness once the mode is live.
+        return EventState.DRY_RUN
 
-    def _create_order(self, plan: OrderPlan, decision: Decision, common: dict[str, Any]) -> None:
+    def _create_order(
+        self, plan: OrderPlan, decided: EdgeDecision, common: dict[str, Any]
+    ) -> EventState:
+        decision = decided.decision
         assert decision.rule_id is not None
         settings = self.components.settings
         # Budgets: the period rows are locked until this transaction commits, before the window
@@ -149,7 +194,7 @@ class _Recorder:
                 {**verdict.detail(), **_price(plan)},
                 external_order_id=plan.external_order_id,
             )
-            return
+            return EventState.CLOSED  # a skip is final for this readiness, unless reordered
         held = settings.orders.mode == "approval" or plan.requires_approval
         state = (
             OrderState.AWAITING_APPROVAL
@@ -169,13 +214,14 @@ class _Recorder:
             now=self.now,
             budget_day=verdict.day,
             held_by_budget=verdict.held_by_budget,
+            window_override=decided.window_override,
         )
         if isinstance(outcome, outbox.WindowTaken):
             self.summary.blocked += 1
             self._audit_blocked(
                 outcome.blocker, plan.window_hours, common, by_constraint=outcome.by_constraint
             )
-            return
+            return EventState.CLOSED
         self.summary.orders_created += 1
         self.summary.budget_held += verdict.outcome == "hold"
         self._audit(
@@ -192,6 +238,7 @@ class _Recorder:
             order_id=outcome.order_id,
             external_order_id=plan.external_order_id,
         )
+        return EventState.ORDERED
 
     def _audit_blocked(
         self, blocker: Order, window_hours: float, common: dict[str, Any], *, by_constraint: bool

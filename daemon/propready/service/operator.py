@@ -26,7 +26,7 @@ from propready.core.orders import (
     cancel_route,
     check_cancel_request,
 )
-from propready.service.send import order_refs
+from propready.service.send import order_refs, reopen_readiness
 
 
 class OrderActionError(Exception):
@@ -135,6 +135,8 @@ def cancel(
             **order_refs(order),
             detail={"state": OrderState.CANCELED.value, "where": route, **detail},
         )
+        if route == "local":  # canceled before it was sent: the readiness is not used up
+            reopen_readiness(connection, order, now, f"canceled before sending by {by}")
     return replace(order, state=OrderState.CANCELED, vendor_status=vendor_status)
 
 
@@ -194,6 +196,8 @@ def resolve(
             **order_refs(order),
             detail={"state": target.value, "resolved_by": by, **values},
         )
+        if target is OrderState.FAILED:  # never placed: the readiness is not used up
+            reopen_readiness(connection, order, now, f"resolved as never placed by {by}")
     return replace(order, state=target, **values)
 
 

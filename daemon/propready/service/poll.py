@@ -17,23 +17,32 @@ once, when it has read everything.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
 
-from propready.adapters.source import SourceBatch, incremental_query, stream_batches
+from propready.adapters.source import (
+    SourceBatch,
+    homes_query,
+    incremental_query,
+    repeated_property_ids,
+    stream_batches,
+)
 from propready.adapters.store import audit, properties
 from propready.adapters.store.engine import reading
 from propready.core.audit_kinds import AuditKind
 from propready.core.batch_plan import (
+    REPEAT_MARK,
     BatchPlan,
     PollMemory,
     PollScope,
     SourceRow,
     fingerprint,
     plan_batch,
+    repeated_ids,
     row_identity,
     source_rows,
 )
@@ -45,11 +54,15 @@ from propready.core.checkpoint import (
     minus_overlap,
 )
 from propready.core.facts import RowTyper
+from propready.core.model import basis_parts
 from propready.service import checkpoints
 from propready.service.components import Components, CycleSummary
 from propready.service.decide import record_decisions
 
 log = structlog.get_logger("propready.poll")
+
+# Homes read by id per query when open readiness events are planned again (IN-list size).
+REPLAN_CHUNK = 500
 
 
 def poll(
@@ -106,7 +119,16 @@ class _PollRun:
         tolerance = timedelta(seconds=source.cursor_future_tolerance_seconds)
         with reading(components.state) as connection:
             held = properties.load_quarantine(connection)
-        self.memory = PollMemory(CursorTracker(self.started + tolerance, source.zone), held)
+            open_events = properties.load_open_events(connection)
+        cursor = CursorTracker(self.started + tolerance, source.zone)
+        # Ids several rows share: a full pass asks the source; between full passes the ids held
+        # as repeated stay held.
+        ambiguous = (
+            repeated_property_ids(components.source, source.query)
+            if full_pass
+            else repeated_ids(held)
+        )
+        self.memory = PollMemory(cursor, held, open_events=open_events, ambiguous=ambiguous)
         self.scope: PollScope | None = None
         self.saved_cursor = checkpoint.cursor
         summary.full_pass = full_pass
@@ -128,7 +150,31 @@ class _PollRun:
                     "poll_interrupted", reason="the daemon is stopping", rows=self.summary.rows
                 )
                 return
+        if not self.full_pass:
+            self._replan_unread()
         self._finish()
+
+    def _replan_unread(self) -> None:
+        """Open readiness events of homes this incremental poll did not read, planned again when
+        the rules or the configuration changed since their last plan (a full pass reads every
+        home; a change of the row itself comes with the row)."""
+        if self.scope is None:
+            return
+        current = (self.scope.rules.version, self.scope.config_fingerprint)
+        stale = sorted(
+            property_id
+            for property_id, events in self.memory.open_events.items()
+            if any((basis_parts(e.plan_basis) or ("", "", ""))[1:] != current for e in events)
+        )
+        # These homes are read out of cursor order: their values must not move the checkpoint.
+        scope = replace(self.scope, cursor_index=None)
+        source = self.components.settings.source
+        for start in range(0, len(stale), REPLAN_CHUNK):
+            chunk = stale[start : start + REPLAN_CHUNK]
+            query, names = homes_query(source.query, len(chunk))
+            params = dict(zip(names, chunk, strict=True))
+            for batch in stream_batches(self.components.source, query, source.batch_size, params):
+                self._batch(batch, scope)
 
     def _scope_for(self, columns: Sequence[str]) -> PollScope:
         if self.scope is None:
@@ -150,11 +196,12 @@ class _PollRun:
                 default_window_hours=settings.orders.duplicate_window_hours,
                 full_pass=self.full_pass,
                 cursor_index=list(columns).index(cursor) if cursor and cursor in columns else None,
+                config_fingerprint=self.components.plan_fingerprint(),
             )
         return self.scope
 
-    def _batch(self, batch: SourceBatch) -> None:
-        scope = self._scope_for(batch.columns)
+    def _batch(self, batch: SourceBatch, scope: PollScope | None = None) -> None:
+        scope = scope or self._scope_for(batch.columns)
         digests = batch.fingerprints or [fingerprint(values) for values in batch.rows]
         rows = source_rows(scope.typer, batch.rows, digests)
         stored = self._load_stored(scope, rows)
@@ -163,8 +210,10 @@ class _PollRun:
         state = self.components.state
         with state.begin() as connection, audit.buffered(connection):
             _write_plan(connection, plan, now)
-            record_decisions(self.components, connection, plan.edges, now, self.summary)
-            if not self.full_pass:
+            record_decisions(
+                self.components, connection, plan.edges, now, self.summary, plan.closings
+            )
+            if not self.full_pass and scope.cursor_index is not None:
                 self._advance_cursor(connection)
         _count(self.summary, plan)
 
@@ -245,13 +294,18 @@ def _write_plan(connection: sa.Connection, plan: BatchPlan, now: datetime) -> No
             detail={"column": problem.column, "reason": problem.reason},
         )
     properties.release_quarantine(connection, plan.releases)
-    for property_id in plan.releases:
+    for key in plan.releases:
+        repeated = REPEAT_MARK in key
         audit.record(
             connection,
             AuditKind.SOURCE_ROW_RELEASED,
             now,
-            external_property_id=property_id,
-            detail={"reason": "the row changed and now passes every check"},
+            external_property_id=key.split(REPEAT_MARK, 1)[0] if repeated else key,
+            detail={
+                "reason": "the id is unique again"
+                if repeated
+                else "the row changed and now passes every check"
+            },
         )
     for suspicious in plan.suspicious_cursors:
         log.warning(

@@ -24,7 +24,7 @@ from propready.adapters.planomatic import (
     VendorRateLimited,
     VendorRejected,
 )
-from propready.adapters.store import audit, outbox, sending
+from propready.adapters.store import audit, outbox, properties, sending
 from propready.adapters.store.sending import key_fingerprint
 from propready.core.audit_kinds import AuditKind
 from propready.core.orders import Order, OrderState, resend_is_covered
@@ -376,12 +376,33 @@ def finish(
         audit.record(
             connection, kind, now, **order_refs(order), detail={"state": state.value, **detail}
         )
+        if recorded and state in (OrderState.REJECTED, OrderState.FAILED):
+            reopen_readiness(connection, order, now, f"the order was {state.value}")
     (log.warning if state in (OrderState.REJECTED, OrderState.UNKNOWN) else log.info)(
         kind,
         external_order_id=order.external_order_id,
         property=order.external_property_id,
         state=state.value,
     )
+
+
+def reopen_readiness(connection: sa.Connection, order: Order, now: datetime, reason: str) -> None:
+    """No vendor order came of this readiness, for a reason a person can fix (the vendor refused
+    the data, it could not be reached, an operator canceled it before it was sent or found it
+    never placed): the readiness stays open and is planned again when the home's row, the rules
+    or the configuration change (design.md 8.1)."""
+    if properties.reopen_event(connection, order.event_id, reason):
+        audit.record(
+            connection,
+            AuditKind.READINESS_REOPENED,
+            now,
+            **order_refs(order),
+            detail={
+                "reason": reason,
+                "what_next": "planned again when the home's row, the rules or the configuration "
+                "change; `propready reorder` orders it now",
+            },
+        )
 
 
 def _still_ours(components: Components, order: Order, now: datetime, summary: CycleSummary) -> bool:

@@ -89,14 +89,23 @@ def insert_order_in_window(
     now: datetime,
     budget_day: date | None = None,
     held_by_budget: str | None = None,
+    window_override: bool = False,
 ) -> OrderInserted | WindowTaken:
     """Claim the property's duplicate window and write the order, or name who holds the window.
 
     The check finds the usual case cheaply. Racers that pass it together (PostgreSQL under READ
     COMMITTED) are stopped by the exclusion constraint, SQLite's by its trigger; the loser's
     insert is undone in a savepoint so the caller's transaction (the whole poll batch) goes on.
+
+    `window_override` (an operator's `reorder --ignore-window`, audited by the caller): the plan
+    holds no window of its own (window_hours 0, an empty range, which the constraint never
+    counts as overlapping) and the open window of another order does not stop it.
     """
-    blocker = blocking_order(connection, plan.external_property_id, now)
+    if window_override and plan.window_hours != 0:
+        raise ValueError("a window override needs a plan that holds no window (window_hours 0)")
+    blocker = (
+        None if window_override else blocking_order(connection, plan.external_property_id, now)
+    )
     if blocker is not None:
         return WindowTaken(blocker, by_constraint=False)
     for attempt in range(1, DEADLOCK_ATTEMPTS + 1):

@@ -8,6 +8,7 @@ import fcntl
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -25,7 +26,7 @@ from propready.adapters.store.schema import (
 from propready.core.batch_plan import PropertyWrite, Quarantine, TriggerWrite
 from propready.core.checkpoint import Checkpoint
 from propready.core.facts import facts_for_storage
-from propready.core.model import Edge
+from propready.core.model import Edge, EventState, OpenEvent
 from propready.core.triggers import StoredProperty, TriggerMemory, encode_memory
 
 
@@ -266,6 +267,105 @@ def insert_readiness_events(
         for event_id, pid, trigger, seq in connection.execute(statement)
     }
     return [stored.get((pid, edge.trigger_name, edge.edge_seq)) for pid, edge, _ in events]
+
+
+@dataclass(frozen=True, slots=True)
+class EventUpdate:
+    """Where a readiness event stands after a decision (or a re-plan) was recorded."""
+
+    event_id: int
+    state: EventState
+    plan_basis: str | None
+    plan_attempts: int
+    open_reason: str | None = None
+
+
+def update_events(connection: sa.Connection, updates: Sequence[EventUpdate]) -> None:
+    """Record each event's state, plan basis and attempts (one statement for the batch)."""
+    if not updates:
+        return
+    connection.execute(
+        readiness_event.update()
+        .where(readiness_event.c.id == sa.bindparam("event_id"))
+        .values(
+            state=sa.bindparam("state"),
+            plan_basis=sa.bindparam("plan_basis"),
+            plan_attempts=sa.bindparam("plan_attempts"),
+            open_reason=sa.bindparam("open_reason"),
+        ),
+        [
+            {
+                "event_id": u.event_id,
+                "state": u.state.value,
+                "plan_basis": u.plan_basis,
+                "plan_attempts": u.plan_attempts,
+                "open_reason": u.open_reason[:2000] if u.open_reason else None,
+            }
+            for u in updates
+        ],
+    )
+
+
+def load_open_events(connection: sa.Connection) -> dict[str, list[OpenEvent]]:
+    """Every open readiness event, by home (few: only what a person can still fix)."""
+    rows = connection.execute(
+        sa.select(
+            readiness_event.c.id,
+            readiness_event.c.external_property_id,
+            readiness_event.c.trigger_name,
+            readiness_event.c.edge_seq,
+            readiness_event.c.kind,
+            readiness_event.c.plan_attempts,
+            readiness_event.c.plan_basis,
+        )
+        .where(readiness_event.c.state == EventState.OPEN.value)
+        .order_by(readiness_event.c.id)
+    ).mappings()
+    found: dict[str, list[OpenEvent]] = {}
+    for row in rows:
+        event = OpenEvent.from_row(row)
+        found.setdefault(event.external_property_id, []).append(event)
+    return found
+
+
+def reopen_event(connection: sa.Connection, event_id: int | None, reason: str) -> bool:
+    """An order of this readiness came to nothing a person cannot fix: plan it again when the
+    home's row, the rules or the configuration change (its plan basis is kept)."""
+    if event_id is None:
+        return False
+    result = connection.execute(
+        readiness_event.update()
+        .where(
+            readiness_event.c.id == event_id,
+            readiness_event.c.state == EventState.ORDERED.value,
+        )
+        .values(state=EventState.OPEN.value, open_reason=reason[:2000])
+    )
+    return result.rowcount == 1
+
+
+def latest_event(
+    connection: sa.Connection, property_id: str, trigger_name: str | None = None
+) -> OpenEvent | None:
+    """The home's most recent readiness event (of one trigger, when given), in any state."""
+    statement = (
+        sa.select(
+            readiness_event.c.id,
+            readiness_event.c.external_property_id,
+            readiness_event.c.trigger_name,
+            readiness_event.c.edge_seq,
+            readiness_event.c.kind,
+            readiness_event.c.plan_attempts,
+            readiness_event.c.plan_basis,
+        )
+        .where(readiness_event.c.external_property_id == property_id)
+        .order_by(readiness_event.c.id.desc())
+        .limit(1)
+    )
+    if trigger_name is not None:
+        statement = statement.where(readiness_event.c.trigger_name == trigger_name)
+    row = connection.execute(statement).mappings().first()
+    return OpenEvent.from_row(row) if row is not None else None
 
 
 # --- quarantine ------------------------------------------------------------------------------

@@ -103,7 +103,13 @@ readiness_event = sa.Table(
     sa.Column("fired_at", UtcDateTime, nullable=False),
     sa.Column("facts", Json, nullable=False),
     sa.Column("decided_at", UtcDateTime, nullable=True),
+    # ordered | open | dry_run | closed (core/model.py EventState; migration 0012)
+    sa.Column("state", sa.String(16), nullable=False, server_default="closed"),
+    sa.Column("plan_attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("plan_basis", sa.String(200), nullable=True),
+    sa.Column("open_reason", sa.Text(), nullable=True),
     sa.UniqueConstraint("external_property_id", "trigger_name", "edge_seq"),
+    sa.Index(None, "state"),
 )
 
 orders = sa.Table(
