@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from propready.adapters.catalog_file import load_catalog
 from propready.adapters.database_urls import open_engine
 from propready.adapters.planomatic import PlanomaticClient
-from propready.adapters.rule_reloader import load_checked_rules
 from propready.adapters.source import create_source_engine
 from propready.adapters.store import audit
 from propready.adapters.store.engine import create_state_engine
@@ -25,6 +24,7 @@ from propready.receiver.server import Listener
 from propready.receiver.store_queue import StoreQueue
 from propready.receiver.tokens import TokenChecker
 from propready.service import Components, Pacer
+from propready.service.rules_reload import load_checked_rules
 from propready.service.webhook_intake import intake_for, state_reachable
 from propready.settings import Settings
 

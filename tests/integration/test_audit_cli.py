@@ -104,7 +104,7 @@ def test_audit_filters(known: Path) -> None:
     lines = propready(
         known,
         *("audit", "--rule", "rule-entity_a", "--since", "2026-11-03T09:00:00"),
-        *("--until", "2026-11-03T09:02:00", "--format", "json"),
+        *("--until", "2026-11-03T09:02:00", "--format", "jsonl"),
     ).stdout.splitlines()
     assert [json.loads(line)["kind"] for line in lines] == [
         "trigger_fired",
@@ -123,7 +123,7 @@ def test_explain_tells_the_story_as_table_and_json(known: Path) -> None:
     assert "order_placed" in table.stdout
     story = [
         json.loads(line)
-        for line in propready(known, "explain", "P1", "--format", "json").stdout.splitlines()
+        for line in propready(known, "explain", "P1", "--format", "jsonl").stdout.splitlines()
     ]
     assert [s["kind"] for s in story] == [
         "trigger_fired",
@@ -209,8 +209,8 @@ def test_no_secret_in_audit_views_explain_or_report_after_a_cycle(
     config = write_config(tmp_path, state_url)
     out = tmp_path / "report.html"
     outputs = [
-        propready(config, "audit", "--format", "json").stdout,
-        propready(config, "explain", "H1", "--format", "json").stdout,
+        propready(config, "audit", "--format", "jsonl").stdout,
+        propready(config, "explain", "H1", "--format", "jsonl").stdout,
         propready(config, "explain", "H1").stdout,
         propready(config, "report", "--since", "2026-01-01", "--out", str(out)).stdout,
         out.read_text(),

@@ -98,7 +98,7 @@ def test_simulate_shows_which_homes_a_budget_would_hold(
     for code in ("H1", "H2", "H3"):
         pm.set(code, status="Vacant Unrented Ready")
     config = _config(tmp_path, state_url, rules, "http://127.0.0.1:9")
-    rows = _rows(_cli(config, "simulate", "--format", "json"))
+    rows = _rows(_cli(config, "simulate", "--format", "jsonl"))
     assert [(r["external_property_id"], r["budget"]) for r in rows] == [
         ("H1", ""),
         ("H2", ""),
@@ -140,11 +140,11 @@ def test_approving_a_held_order_over_its_budget_needs_a_reason(
             "--reason",
             "launch week",
             "--format",
-            "json",
+            "jsonl",
         )
     )
     assert approved["state"] == "planned"
-    story = _rows(_cli(config, "explain", held.external_property_id, "--format", "json"))
+    story = _rows(_cli(config, "explain", held.external_property_id, "--format", "jsonl"))
     summaries = [row["summary"] for row in story]
     assert any("HELD by budget 'two-a-month'" in s for s in summaries), summaries
     assert any("OVER BUDGET" in s and "launch week" in s for s in summaries), summaries

@@ -140,7 +140,7 @@ def test_run_once_end_to_end_on_postgresql(
     rows = listed.stdout.strip().splitlines()
     assert len(rows) == 2
     assert ",H2,placed," in rows[1]
-    explained = propready("explain", "H2", "--format", "json", env=env)
+    explained = propready("explain", "H2", "--format", "jsonl", env=env)
     assert '"kind": "order_placed"' in explained.stdout
 
 

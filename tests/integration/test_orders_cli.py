@@ -66,9 +66,9 @@ def test_approve_releases_an_order_and_cancel_of_an_unsent_one_stays_local(
     """approval mode: approve moves one order to planned; cancel frees the other, sending nothing."""
     ids = _orders_for(state_url, pm, sandbox, "approval")
     config = _config_for(tmp_path, state_url, sandbox, "approval")
-    waiting = _json_rows(_cli(config, "list", "--state", "awaiting_approval", "--format", "json"))
+    waiting = _json_rows(_cli(config, "list", "--state", "awaiting_approval", "--format", "jsonl"))
     assert {r["external_order_id"] for r in waiting} == set(ids.values())
-    (approved,) = _json_rows(_cli(config, "approve", ids["H1"], "--format", "json"))
+    (approved,) = _json_rows(_cli(config, "approve", ids["H1"], "--format", "jsonl"))
     assert approved["state"] == "planned"
     again = _cli(config, "approve", ids["H1"])
     assert again.returncode == 1
@@ -98,12 +98,12 @@ def test_cancel_at_the_vendor_and_its_refusal_after_scheduling(
     assert bad_notes.returncode == 1
     assert "at most 255" in bad_notes.stderr
     (canceled,) = _json_rows(
-        _cli(config, "cancel", ids["H1"], "--notes", "sold", "--format", "json")
+        _cli(config, "cancel", ids["H1"], "--notes", "sold", "--format", "jsonl")
     )
     assert canceled["state"] == "canceled"
     assert sandbox.orders[0]["order_status"] == "canceled"
     sandbox.advance_status(by_property["H2"]["order_id"], "scheduled")
-    synced = _json_rows(_cli(config, "sync", "--all", "--format", "json"))
+    synced = _json_rows(_cli(config, "sync", "--all", "--format", "jsonl"))
     assert [(r["external_order_id"], r["new_status"]) for r in synced] == [(ids["H2"], "scheduled")]
     refused = _cli(config, "cancel", ids["H2"], "--notes", "sold")
     assert refused.returncode == 1
@@ -128,9 +128,9 @@ def test_sync_records_a_vendor_side_cancel_and_frees_the_window(
     for order in sandbox.orders:
         if order["external_property_id"] == "H1":
             sandbox.advance_status(order["order_id"], "canceled")
-    synced = _json_rows(_cli(config, "sync", "--all", "--format", "json"))
+    synced = _json_rows(_cli(config, "sync", "--all", "--format", "jsonl"))
     assert [(r["external_order_id"], r["state"]) for r in synced] == [(ids["H1"], "canceled")]
-    assert _json_rows(_cli(config, "sync", "--format", "json")) == []  # checked recently
+    assert _json_rows(_cli(config, "sync", "--format", "jsonl")) == []  # checked recently
 
 
 def test_an_unknown_order_is_listed_and_resolved_by_the_operator(
@@ -140,7 +140,7 @@ def test_an_unknown_order_is_listed_and_resolved_by_the_operator(
     sandbox.inject("create", "drop", "500")
     ids = _orders_for(state_url, pm, sandbox, "live")
     config = _config_for(tmp_path, state_url, sandbox, "live")
-    unknown = _json_rows(_cli(config, "list", "--state", "unknown", "--format", "json"))
+    unknown = _json_rows(_cli(config, "list", "--state", "unknown", "--format", "jsonl"))
     assert {r["external_order_id"] for r in unknown} == set(ids.values())
     (saved,) = sandbox.orders  # the dropped one was saved; the 500 one was not
     mine = next(k for k, v in ids.items() if v == saved["external_order_id"])
@@ -156,11 +156,11 @@ def test_an_unknown_order_is_listed_and_resolved_by_the_operator(
             "--vendor-order-id",
             str(saved["order_id"]),
             "--format",
-            "json",
+            "jsonl",
         )
     )
     assert placed["state"] == OrderState.PLACED
-    (failed,) = _json_rows(_cli(config, "resolve", ids[other], "--not-placed", "--format", "json"))
+    (failed,) = _json_rows(_cli(config, "resolve", ids[other], "--not-placed", "--format", "jsonl"))
     assert failed["state"] == OrderState.FAILED
 
 

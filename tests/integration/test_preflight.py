@@ -277,7 +277,7 @@ def test_simulate_accounts_for_what_the_state_database_holds(
         h1_order = outbox.list_orders(connection)[0].external_order_id
     engine.dispose()
     config = _config(tmp_path, state_url, pm.url, settings.source.query, sandbox.url)
-    code, out, err = _cli(capsys, config, "simulate", "--format", "json")
+    code, out, err = _cli(capsys, config, "simulate", "--format", "jsonl")
     assert code == 0, err
     standing = {r["external_property_id"]: r["standing"] for r in map(json.loads, out.splitlines())}
     assert standing["H4"].startswith("first sight: not ordered")
@@ -337,7 +337,7 @@ def test_simulate_lists_the_vendors_problems_per_home(
     pm.insert(home("H1", status="Vacant Unrented Ready", zip="802"))
     pm.close()
     config = _config(tmp_path, f"sqlite:///{tmp_path / 's.db'}", pm.url, QUERY, sandbox.url)
-    code, out, err = _cli(capsys, config, "simulate", "--format", "json")
+    code, out, err = _cli(capsys, config, "simulate", "--format", "jsonl")
     assert code == 0, err
     (row,) = map(json.loads, out.splitlines())
     assert row["standing"] == "refused by the vendor's checks"

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from propready.adapters.rule_reloader import RuleReloader
 from propready.adapters.store.schema import audit_log
+from propready.service.rules_reload import RuleReloader
 from propready.settings import Settings
 from tests.integration.cycle_support import QUERY, REPO, Clock, PmDatabase, home, wired
 

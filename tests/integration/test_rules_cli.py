@@ -91,7 +91,7 @@ def test_simulate_lists_what_would_be_ordered_and_writes_nothing(
     tmp_path: Path, portfolio: Path
 ) -> None:
     """simulate shows each home the live rules would order now; no state database is created."""
-    result = _cli("simulate", "--format", "json", config=portfolio)
+    result = _cli("simulate", "--format", "jsonl", config=portfolio)
     assert result.returncode == 0, result.stderr
     rows = {r["external_property_id"]: r for r in map(json.loads, result.stdout.splitlines())}
     assert set(rows) == {"H1", "H2"}

@@ -26,7 +26,7 @@ def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _events(config: Path, kind: str) -> list[dict[str, Any]]:
-    listed = _cli(config, "audit", "--kind", kind, "--format", "json")
+    listed = _cli(config, "audit", "--kind", kind, "--format", "jsonl")
     assert listed.returncode == 0, listed.stderr
     return [json.loads(line) for line in listed.stdout.splitlines() if line.strip()]
 
@@ -90,7 +90,7 @@ def test_sighup_swaps_good_rules_and_refuses_bad_ones(tmp_path: Path) -> None:
         assert matched[0]["detail"]["rules_version"] == new_version
         assert {"slug": "photos", "quantity": 20} in matched[0]["detail"]["services"]
         # `propready explain` shows the decision trace: conditions with the facts they read.
-        explained = _cli(config, "explain", "H1", "--format", "json")
+        explained = _cli(config, "explain", "H1", "--format", "jsonl")
         rows = [json.loads(line) for line in explained.stdout.splitlines() if line.strip()]
         (decision,) = [r for r in rows if r["kind"] == "rule_matched"]
         assert decision["detail"]["considered"] == [

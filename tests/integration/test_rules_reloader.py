@@ -8,8 +8,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from propready.adapters.rule_reloader import RuleReloader, pending_refusals
 from propready.adapters.store.schema import audit_log
+from propready.service.rules_reload import RuleReloader, pending_refusals
 from propready.settings import Settings
 from tests.integration.cycle_support import QUERY, REPO, Clock, PmDatabase, home, wired
 

@@ -220,7 +220,7 @@ def test_webhooks_list_show_and_replay(tmp_path: Path, sqlite_state: str) -> Non
         tmp_path / "propready.toml", {"state": {"url": sqlite_state}, "source": SOURCE}
     )
 
-    malformed = propready(config, "webhooks", "list", "--state", "malformed", "--format", "json")
+    malformed = propready(config, "webhooks", "list", "--state", "malformed", "--format", "jsonl")
     assert malformed.returncode == 0, malformed.stderr
     (line,) = malformed.stdout.splitlines()
     assert json.loads(line)["state"] == "malformed"

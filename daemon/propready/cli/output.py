@@ -1,4 +1,4 @@
-"""Rendering rows for people (a table) or programs (JSON lines, CSV)."""
+"""Rendering rows for people (a table) or programs (one JSON array, JSON lines, CSV)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-FORMATS = ("table", "json", "csv")
+# json: one array of objects; jsonl: one object per line (design.md 8.5).
+FORMATS = ("table", "json", "jsonl", "csv")
 
 
 def _plain(value: Any) -> Any:
@@ -33,6 +34,10 @@ def emit(
     rows: Sequence[Mapping[str, Any]], columns: Sequence[str], fmt: str, title: str = ""
 ) -> None:
     if fmt == "json":
+        objects = [{c: _plain(row.get(c)) for c in columns} for row in rows]
+        sys.stdout.write(json.dumps(objects, default=str) + "\n")
+        return
+    if fmt == "jsonl":
         for row in rows:
             sys.stdout.write(
                 json.dumps({c: _plain(row.get(c)) for c in columns}, default=str) + "\n"

@@ -12,13 +12,13 @@ from zoneinfo import ZoneInfo
 import click
 
 from propready.adapters.database_urls import DatabaseSettingError
-from propready.adapters.rule_reloader import load_catalog_or_refuse
 from propready.adapters.rulefiles import RuleFileError, load_rule_set
 from propready.adapters.source import SourceUnavailable, query_columns
 from propready.core.catalog import Catalog
 from propready.core.rule_tests import actual_text, expected_text, run_rule_tests, trace_lines
 from propready.core.rules import RuleSet
 from propready.service.preflight import rule_problems_line
+from propready.service.rules_reload import load_catalog_or_refuse
 from propready.settings import ConfigError, Settings, load_settings, resolve_config_path
 from propready.wiring import source_engine, utc_now
 

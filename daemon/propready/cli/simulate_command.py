@@ -17,7 +17,6 @@ from typing import Any, NoReturn
 import click
 import sqlalchemy as sa
 
-from propready.adapters.rule_reloader import load_checked_rules
 from propready.adapters.rulefiles import RuleFileError, load_rule_set
 from propready.adapters.source import SourceUnavailable, query_columns
 from propready.adapters.store import migrate
@@ -31,6 +30,7 @@ from propready.core.rule_tests import services_text, trace_lines
 from propready.core.rules import RuleSet
 from propready.core.simulation import Outcome, difference, simulate
 from propready.service.preflight import SimulatedHome, simulate_homes
+from propready.service.rules_reload import load_checked_rules
 from propready.settings import Settings
 from propready.wiring import source_engine, state_engine, utc_now
 

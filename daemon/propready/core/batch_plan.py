@@ -412,7 +412,11 @@ class _RowPlanner:
             if d.event is None and d.snapshot.external_property_id == property_id
         }
         evaluation = EvaluationScope(
-            snapshot.facts, self.now, self.scope.zone, previous=snapshot.facts
+            snapshot.facts,
+            self.now,
+            self.scope.zone,
+            previous=snapshot.facts,
+            secrets=snapshot.secrets,
         )
         event_facts = facts_for_storage(snapshot.public_facts())
         for event in stale:
@@ -459,7 +463,9 @@ class _RowPlanner:
         if not edges:
             return
         # Only rows with an event pay for the full context and the JSON form of their facts.
-        scope = EvaluationScope(snapshot.facts, self.now, self.scope.zone, previous=previous)
+        scope = EvaluationScope(
+            snapshot.facts, self.now, self.scope.zone, previous=previous, secrets=snapshot.secrets
+        )
         event_facts = facts_for_storage(snapshot.public_facts())
         basis = self.scope.basis(self.digest)
         for edge in edges:

@@ -31,6 +31,7 @@ from propready.core.expression_cost import (
     cost_problem,
     length_problem,
 )
+from propready.core.model import SECRET_FACTS
 
 _CEL_LOCATION = re.compile(r"<input>:(\d+):(\d+):\s*(.*)")
 
@@ -304,7 +305,10 @@ class EvaluationScope:
         now: datetime,
         zone: tzinfo,
         previous: Mapping[str, Any] | None = None,
+        *,
+        secrets: frozenset[str] = SECRET_FACTS,
     ) -> None:
+        self.secrets = secrets  # facts a trace shows masked (`[source] secret_columns`)
         if now.tzinfo is None:
             raise ValueError("now must be an aware datetime")
         now_value, today_value = _clock_values(now, zone)

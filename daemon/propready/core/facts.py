@@ -20,7 +20,7 @@ from datetime import date, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from propready.core.model import PropertySnapshot
+from propready.core.model import SECRET_FACTS, PropertySnapshot
 from propready.core.planning import US_STATES
 
 ColumnKind = Literal["date", "timestamp", "number", "integer", "boolean", "text"]
@@ -95,8 +95,10 @@ class RowTyper:
         declared: Mapping[str, ColumnKind] | None = None,
         *,
         check_encoding: bool = True,
+        secret_columns: Iterable[str] = SECRET_FACTS,
     ) -> None:
         self.columns = tuple(columns)
+        self.secrets = frozenset(secret_columns)
         self.zone = zone
         self.check_encoding = check_encoding  # only sources that can hand back bad bytes
         declared = declared or {}
@@ -188,7 +190,7 @@ class RowTyper:
             except (ValueError, ArithmeticError) as exc:
                 return RowProblem(property_id, column, str(exc))
         facts["external_property_id"] = property_id
-        return PropertySnapshot(property_id, facts)
+        return PropertySnapshot(property_id, facts, self.secrets)
 
     def _refuse_unstorable(self, property_id: str, values: Sequence[Any]) -> RowProblem | None:
         """The first value no database, JSON document or CEL context can take, if any.

@@ -19,10 +19,13 @@ class PropertySnapshot:
 
     external_property_id: str
     facts: Mapping[str, Any]
+    # The columns whose values are secrets (`[source] secret_columns`): kept for the order
+    # payload, never stored as facts, audited or shown.
+    secrets: frozenset[str] = SECRET_FACTS
 
     def public_facts(self) -> dict[str, Any]:
         """The facts without secrets: what may be stored, audited and shown."""
-        return {k: v for k, v in self.facts.items() if k not in SECRET_FACTS}
+        return {k: v for k, v in self.facts.items() if k not in self.secrets}
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,6 @@ from propready.core.budgets import Budget
 from propready.core.expressions import EvaluationScope, Expression, SourceLocation
 from propready.core.facts import facts_for_storage
 from propready.core.model import (
-    SECRET_FACTS,
     ConditionTrace,
     Decision,
     ServiceLine,
@@ -217,8 +216,9 @@ def _traced(name: str, expression: Expression, scope: EvaluationScope, kind: str
 def _shown(scope: EvaluationScope, expression: Expression) -> dict[str, Any]:
     """The facts read, JSON-safe, with secrets masked: traces go to the audit log."""
     read = scope.facts_read(expression)
-    safe = facts_for_storage({k: v for k, v in read.items() if k not in SECRET_FACTS})
-    return {**safe, **{k: "***" for k in read if k in SECRET_FACTS}}
+    secrets = scope.secrets
+    safe = facts_for_storage({k: v for k, v in read.items() if k not in secrets})
+    return {**safe, **{k: "***" for k in read if k in secrets}}
 
 
 def _services_of(

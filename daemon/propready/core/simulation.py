@@ -40,7 +40,7 @@ class Outcome:
 
 
 def simulate(ruleset: RuleSet, snapshot: PropertySnapshot, now: datetime, zone: tzinfo) -> Outcome:
-    scope = EvaluationScope(snapshot.facts, now, zone)
+    scope = EvaluationScope(snapshot.facts, now, zone, secrets=snapshot.secrets)
     values, _errors = trigger_values(ruleset, scope)
     fallback: Outcome | None = None
     for name, holds in values.items():

@@ -43,7 +43,6 @@ from apscheduler.schedulers import SchedulerNotRunningError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from propready.adapters.planomatic import PlanomaticClient
-from propready.adapters.rule_reloader import RuleReloader
 from propready.adapters.store import audit, outbox, properties
 from propready.adapters.store.audit_chain import chain_head
 from propready.core.audit_kinds import AuditKind
@@ -54,6 +53,7 @@ from propready.runtime.metrics import DaemonMetrics, MetricsServer
 from propready.runtime.notify import SystemdNotifier
 from propready.service import Components, CycleSummary, notify_step, poll_step, recover, send_due
 from propready.service.checkpoints import CHECKPOINT
+from propready.service.rules_reload import RuleReloader
 from propready.service.status_sync import sync_statuses
 from propready.settings import ConfigError, Settings, load_settings
 from propready.wiring import pacer_for, vendor_client

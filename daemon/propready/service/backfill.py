@@ -104,7 +104,10 @@ def backfill(
         if not mine:
             raise BackfillBusy("a poll is running; try again when it has finished")
         for batch in stream_batches(components.source, source.query, source.batch_size):
-            scope = scope or _scope(components, RowTyper(batch.columns, source.zone, source.types))
+            typer = RowTyper(
+                batch.columns, source.zone, source.types, secret_columns=source.secret_columns
+            )
+            scope = scope or _scope(components, typer)
             for values in batch.rows:
                 property_id = scope.typer.property_id(values)
                 if isinstance(property_id, RowProblem) or property_id not in wanted:
@@ -154,6 +157,7 @@ def _fire(
             now,
             scope.zone,
             previous=scope.typer.retype(stored.facts) if stored.facts else None,
+            secrets=snapshot.secrets,
         )
         firing = _still_due(components, stored, evaluation, home)
         if dry_run or not firing:

@@ -185,6 +185,7 @@ class _PollRun:
                 source.zone,
                 source.types,
                 check_encoding=self.components.source.dialect.name == "sqlite",
+                secret_columns=source.secret_columns,
             )
             cursor = source.cursor_column
             self.scope = PollScope(

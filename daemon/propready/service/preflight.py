@@ -19,7 +19,6 @@ import sqlalchemy as sa
 
 from propready.adapters.database_urls import DatabaseSettingError, open_engine
 from propready.adapters.planomatic_probe import probe_vendor
-from propready.adapters.rule_reloader import load_catalog_or_refuse, pending_refusals
 from propready.adapters.rulefiles import RuleFileError, load_rule_set
 from propready.adapters.source import (
     SourceUnavailable,
@@ -38,6 +37,7 @@ from propready.core.rules import RuleSet
 from propready.core.simulation import ExistingOrder, Outcome, Standing, simulate, standing
 from propready.core.triggers import TriggerMemory
 from propready.service.notify import check_lines as notify_check_lines
+from propready.service.rules_reload import load_catalog_or_refuse, pending_refusals
 from propready.settings import Settings
 
 IDS_SHOWN = 3  # property ids listed per grouped reason
@@ -365,7 +365,12 @@ def ready_homes(
     for batch in stream_batches(source, settings.source.query, settings.source.batch_size):
         if typer is None:
             try:
-                typer = RowTyper(batch.columns, zone, settings.source.types)
+                typer = RowTyper(
+                    batch.columns,
+                    zone,
+                    settings.source.types,
+                    secret_columns=settings.source.secret_columns,
+                )
             except ValueError as exc:
                 raise SourceUnavailable(f"source.query: {exc}") from None
         for values in batch.rows:

@@ -82,7 +82,9 @@ def _read_home(components: Components, property_id: str) -> tuple[PropertySnapsh
     for batch in stream_batches(
         components.source, query, source.batch_size, {names[0]: property_id}
     ):
-        typer = typer or RowTyper(batch.columns, source.zone, source.types)
+        typer = typer or RowTyper(
+            batch.columns, source.zone, source.types, secret_columns=source.secret_columns
+        )
         rows.extend(batch.rows)
         fingerprints.extend(batch.fingerprints or [])
     if typer is None or not rows:
@@ -112,7 +114,9 @@ def _order(
     rules = components.rules
     settings = components.settings
     zone = settings.source.zone
-    evaluation = EvaluationScope(snapshot.facts, now, zone, previous=snapshot.facts)
+    evaluation = EvaluationScope(
+        snapshot.facts, now, zone, previous=snapshot.facts, secrets=snapshot.secrets
+    )
     property_id = snapshot.external_property_id
     summary = CycleSummary()
     with components.state.begin() as connection, audit.buffered(connection):

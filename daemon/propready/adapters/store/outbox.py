@@ -289,6 +289,19 @@ def get_order(connection: sa.Connection, order_id: int) -> Order | None:
     return Order.from_row(row) if row is not None else None
 
 
+# States from which the stored request may still be sent (its access fields are kept).
+_STILL_SENDABLE = frozenset({OrderState.PLANNED, OrderState.SENDING, OrderState.AWAITING_APPROVAL})
+_ACCESS_SECRETS = ("access_code", "lockbox_location")
+
+
+def _payload_without_access_secrets(connection: sa.Connection) -> sa.ColumnElement[Any]:
+    if connection.dialect.name == "postgresql":
+        paths = " ".join(f"#- '{{property_access,{key}}}'" for key in _ACCESS_SECRETS)
+        return sa.literal_column(f"(payload {paths})")
+    paths = ", ".join(f"'$.property_access.{key}'" for key in _ACCESS_SECRETS)
+    return sa.literal_column(f"json_remove(payload, {paths})")
+
+
 def set_outcome(
     connection: sa.Connection,
     order_id: int,
@@ -328,6 +341,10 @@ def set_outcome(
             (orders.c.created_at > sa.literal(now, UtcDateTime), orders.c.created_at),
             else_=sa.literal(now, UtcDateTime),
         )
+    if state not in _STILL_SENDABLE:
+        # Nothing will send this request again: the access code and lockbox location it holds
+        # for a (re)send are dropped from the state database.
+        values["payload"] = _payload_without_access_secrets(connection)
     statement = orders.update().where(orders.c.id == order_id).values(**values)
     if expected_state is not None:
         statement = statement.where(orders.c.state == expected_state.value)
