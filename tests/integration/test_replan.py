@@ -215,6 +215,7 @@ def test_an_open_readiness_whose_trigger_fell_is_closed_not_ordered(
         clock.now += timedelta(minutes=5)
         closed = run_cycle(parts, clock)
         (closing,) = _kinds(parts, "readiness_closed")
+        events = _events(parts)
     assert (closed.replanned, closed.orders_created) == (0, 0)
     assert closing["detail"]["reason"] == "its trigger no longer holds"
-    assert _events(parts) == [("H1", "vacant_ready", "closed", 0)]
+    assert events == [("H1", "vacant_ready", "closed", 0)]

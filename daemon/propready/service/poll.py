@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 import structlog
 
+from propready.adapters.prefetch import prefetched
 from propready.adapters.source import (
     SourceBatch,
     homes_query,
@@ -141,7 +142,8 @@ class _PollRun:
             query = incremental_query(source.query, source.cursor_column)
             since = minus_overlap(self.checkpoint.cursor, source.cursor_overlap_seconds)
             params = {"since": since}
-        for batch in stream_batches(self.components.source, query, source.batch_size, params):
+        batches = stream_batches(self.components.source, query, source.batch_size, params)
+        for batch in prefetched(batches):
             self._batch(batch)
             if self.components.stop_requested.is_set():
                 # Every batch committed with its effects; the next poll carries on from there.
