@@ -23,11 +23,10 @@ def test_an_error_in_the_source_is_raised_at_its_place() -> None:
         yield 2
         raise RuntimeError("connection lost")
 
-    seen: list[int] = []
+    stream = prefetched(source())
+    assert [next(stream), next(stream)] == [1, 2]
     with pytest.raises(RuntimeError, match="connection lost"):
-        for item in prefetched(source()):
-            seen.append(item)
-    assert seen == [1, 2]
+        next(stream)
 
 
 def test_stopping_early_closes_the_source_in_its_own_thread() -> None:
