@@ -225,6 +225,9 @@ def plan_batch(
     plan = BatchPlan(rows=len(rows))
     counts = Counter(row.identity for row in rows if isinstance(row.identity, str))
     memory.ambiguous.update(pid for pid, n in counts.items() if n > 1 or pid in memory.seen)
+    if scope.cursor_index is not None:
+        # Every row read counts for the checkpoint (the maximum read), held ones included.
+        memory.cursor.offer_all([row.values[scope.cursor_index] for row in rows])
     screen = BatchScreen(scope.typer, [row.values for row in rows])
     row_plan = _RowPlanner(scope, memory, plan, now, screen)
     for index, row in enumerate(rows):
@@ -279,9 +282,7 @@ class _RowPlanner:
         )
 
     def take(self, row: SourceRow, stored: Mapping[str, StoredProperty]) -> None:
-        # Every row read counts for the checkpoint (the maximum read), held ones included.
         index = self.scope.cursor_index
-        cursor_ok = index is None or self.memory.cursor.offer(row.values[index])
         property_id = row.identity
         if isinstance(property_id, RowProblem):
             self._quarantine(f"#{row.digest}", row.digest, property_id)
@@ -306,8 +307,8 @@ class _RowPlanner:
             else:
                 self._isolated(property_id, row, self._reevaluate_unchanged, previous)
         else:
-            if not cursor_ok:  # audited once per row version: unchanged rows are not
-                value = row.values[index] if index is not None else None
+            value = row.values[index] if index is not None else None
+            if not self.memory.cursor.counts(value):  # audited once per row version
                 self.plan.suspicious_cursors.append(SuspiciousCursor(property_id, value))
             self._isolated(property_id, row, self._evaluate_changed, previous)
         if property_id in self.memory.open_events and self.held.get(property_id) != row.digest:

@@ -8,7 +8,7 @@ the source returns for `cursor_column`: aware timestamps, dates, numbers, or ISO
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -115,6 +115,34 @@ class CursorTracker:
     latest_allowed: datetime
     zone: Any
     maximum: Any = None
+
+    def offer_all(self, values: Sequence[Any]) -> None:
+        """Take every cursor value of a batch. The batch's largest value is tried first: when it
+        counts, every smaller one would too, and it is the only one that can move the maximum;
+        otherwise (a placeholder among them) each value is taken on its own."""
+        present = [value for value in values if value is not None]
+        if not present:
+            return
+        try:
+            largest = max(present)
+        except TypeError:  # values of several types: one at a time
+            largest = None
+        if largest is not None and self.counts(largest):
+            self.maximum = larger(self.maximum, largest)
+            return
+        for value in present:
+            self.offer(value)
+
+    def counts(self, value: Any) -> bool:
+        """Whether a cursor value may move the checkpoint (see `offer`), without taking it."""
+        if value is None:
+            return True
+        if isinstance(value, float | Decimal) and not math.isfinite(value):
+            return False
+        if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+            return True
+        instant = cursor_instant(value, self.zone)
+        return instant is not None and instant <= self.latest_allowed
 
     def offer(self, value: Any) -> bool:
         """Take a cursor value read; False when it cannot count: too far in the future, text

@@ -138,6 +138,10 @@ class RowTyper:
 
     def property_id(self, values: Sequence[Any]) -> str | RowProblem:
         raw = values[self.id_index]
+        if type(raw) is str:  # the usual case, decided without the slow path's checks
+            property_id = raw.strip()
+            if property_id and len(property_id) <= 255 and property_id.isprintable():
+                return property_id
         if isinstance(raw, InvalidText):
             return RowProblem(None, "external_property_id", "text is not valid UTF-8")
         if raw is None or str(raw).strip() == "":

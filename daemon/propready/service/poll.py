@@ -143,8 +143,11 @@ class _PollRun:
             since = minus_overlap(self.checkpoint.cursor, source.cursor_overlap_seconds)
             params = {"since": since}
         batches = stream_batches(self.components.source, query, source.batch_size, params)
-        for batch in prefetched(batches):
-            self._batch(batch)
+        # The source's next batch, its rows identified and their remembered state loaded, is
+        # prepared in a reader thread while this one decides and writes the current batch: both
+        # mostly wait on the databases, and batches never share a home (a repeated id is held).
+        for prepared in prefetched(self._prepare(batch) for batch in batches):
+            self._decide_and_write(*prepared)
             if self.components.stop_requested.is_set():
                 # Every batch committed with its effects; the next poll carries on from there.
                 self.summary.poll_interrupted = True
@@ -204,10 +207,20 @@ class _PollRun:
         return self.scope
 
     def _batch(self, batch: SourceBatch, scope: PollScope | None = None) -> None:
+        self._decide_and_write(*self._prepare(batch, scope))
+
+    def _prepare(
+        self, batch: SourceBatch, scope: PollScope | None = None
+    ) -> tuple[PollScope, list[SourceRow], dict[str, Any]]:
+        """A batch's rows with their ids and fingerprints, and what is remembered of them."""
         scope = scope or self._scope_for(batch.columns)
         digests = batch.fingerprints or [fingerprint(values) for values in batch.rows]
         rows = source_rows(scope.typer, batch.rows, digests)
-        stored = self._load_stored(scope, rows)
+        return scope, rows, self._load_stored(scope, rows)
+
+    def _decide_and_write(
+        self, scope: PollScope, rows: list[SourceRow], stored: dict[str, Any]
+    ) -> None:
         now = self.now()
         plan = plan_batch(rows, stored, scope, self.memory, now)
         state = self.components.state
