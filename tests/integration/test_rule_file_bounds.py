@@ -86,7 +86,10 @@ try:
 except RuleFileError as exc:
     problems = [str(p) for p in exc.problems]
 seconds = time.monotonic() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+# VmHWM is this process's own peak: ru_maxrss would carry over the parent's high-water mark,
+# which Linux records at exec when the child was started by vfork from a large pytest process.
+with open("/proc/self/status") as status:
+    peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 print(json.dumps({"problems": problems, "seconds": seconds, "peak_kb": peak}))
 """
 
