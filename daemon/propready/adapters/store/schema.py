@@ -150,12 +150,42 @@ orders = sa.Table(
     sa.Column("vendor_price_cents", sa.BigInteger(), nullable=True),
     sa.Column("budget_day", sa.Date(), nullable=True),
     sa.Column("held_by_budget", sa.String(100), nullable=True),
+    # The order lifecycle (migration 0013): when news about the order last reached us (webhook
+    # or retrieve; reconciliation retrieves orders without news for reconcile_after_hours), the
+    # vendor's event time of the status held (an older delivery never overwrites it), and when
+    # the vendor delivered it.
+    sa.Column("vendor_news_at", UtcDateTime, nullable=True),
+    sa.Column("vendor_status_at", UtcDateTime, nullable=True),
+    sa.Column("delivered_at", UtcDateTime, nullable=True),
     sa.Index(None, "external_property_id", "window_end"),
     sa.Index(None, "state", "next_attempt_at"),
     sa.Index(None, "budget_day", "billing_entity_slug"),
+    sa.Index(None, "state", "vendor_news_at"),  # migration 0013: reconciliation
+    sa.Index(None, "vendor_order_id"),  # migration 0013: deliveries are matched by it
     # Not declared here because alembic cannot compare them: on PostgreSQL the exclusion
     # constraint ex_orders_duplicate_window (btree_gist), on SQLite the trigger
     # orders_duplicate_window; both created by migration 0002.
+)
+
+# What the vendor delivered for an order (migration 0013): links (kind 'link', name = the link
+# key such as photo_manage_link or zillow_3d_link, sequence 0) and photos (kind 'photo', name
+# 'photo', sequence = the photo's sequence); upserted by the apply step
+# (adapters/store/deliverables.py).
+order_deliverable = sa.Table(
+    "order_deliverable",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("order_id", BigId, sa.ForeignKey("orders.id"), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # link | photo
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("sequence", sa.Integer(), nullable=False),
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("caption", sa.Text(), nullable=True),
+    sa.Column("urls", Json, nullable=True),  # a photo's every *_url
+    sa.Column("uploaded_at", UtcDateTime, nullable=True),
+    sa.Column("modified_at", UtcDateTime, nullable=True),
+    sa.Column("stored_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("order_id", "kind", "name", "sequence"),
 )
 
 # The shared send schedule: one row per vendor api key, read and advanced under a row lock by
