@@ -144,6 +144,9 @@ class OrdersSettings(_Section):
     duplicate_window_hours: float = Field(default=72, ge=0)
     first_sight: Literal["ignore", "fire"] = "ignore"
     max_attempts: int = Field(default=8, ge=1)
+    # Reconciliation: the status_sync job retrieves only placed orders with no news from the
+    # vendor (webhook or retrieve) for this many hours, the longest without news first.
+    reconcile_after_hours: float = Field(default=24, gt=0, le=8760)
 
 
 class PlanomaticSettings(_Section):
@@ -152,6 +155,9 @@ class PlanomaticSettings(_Section):
     requests_per_minute: int = Field(default=50, ge=1, le=6000)
     timeout_seconds: float = Field(default=30, gt=0, le=600)
     vendor_duplicate_protection_hours: float = Field(default=0, ge=0)
+    # The largest share of requests_per_minute that reconciliation retrieves may use; creates
+    # always keep the rest.
+    sync_share: float = Field(default=0.1, gt=0, le=0.5)
 
     @field_validator("base_url")
     @classmethod
@@ -251,6 +257,8 @@ class DaemonSettings(_Section):
     send_interval_seconds: float = Field(default=10, gt=0, le=3600)
     recovery_interval_seconds: float = Field(default=60, gt=0, le=86400)
     status_sync_interval_seconds: float = Field(default=900, gt=0, le=86400)
+    # How often stored webhook deliveries are applied to orders (idle: one indexed SELECT).
+    apply_news_interval_seconds: float = Field(default=0.5, ge=0.05, le=3600)
     # An order being sent is leased this long; another host takes it over once it expires.
     lease_seconds: float = Field(default=300, ge=5, le=86400)
     stop_timeout_seconds: float = Field(default=45, gt=0, le=3600)

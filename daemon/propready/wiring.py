@@ -86,6 +86,7 @@ def components(
         client=client,
         owner=f"{instance}:{os.getpid()}",
         pacer=pacer_for(settings, stop_requested),
+        sync_pacer=sync_pacer_for(settings, stop_requested),
         stop_requested=stop_requested,
     )
     try:
@@ -115,6 +116,21 @@ def pacer_for(settings: Settings, stop_requested: threading.Event) -> Pacer:
         stop_requested.wait(seconds)
 
     return Pacer(settings.planomatic.requests_per_minute, sleep)
+
+
+def sync_pacer_for(settings: Settings, stop_requested: threading.Event) -> Pacer:
+    """Reconciliation retrieves' own schedule: at most [planomatic] sync_share of the limit."""
+
+    def sleep(seconds: float) -> None:
+        stop_requested.wait(seconds)
+
+    planomatic = settings.planomatic
+    return Pacer(
+        planomatic.requests_per_minute,
+        sleep,
+        headroom=0.98 * planomatic.sync_share,
+        name="planomatic_reconcile",
+    )
 
 
 # --- propready serve -----------------------------------------------------------------------------
