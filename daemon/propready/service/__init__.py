@@ -21,6 +21,7 @@ from propready.service.poll import poll
 from propready.service.recovery import recover
 from propready.service.send import send_due
 from propready.service.status_sync import sync_statuses
+from propready.service.writeback import writeback_step
 
 __all__ = [
     "Components",
@@ -32,6 +33,7 @@ __all__ = [
     "recover",
     "run_cycle",
     "send_due",
+    "writeback_step",
 ]
 
 log = structlog.get_logger("propready.service")
@@ -40,8 +42,8 @@ log = structlog.get_logger("propready.service")
 def run_cycle(
     components: Components, now: Callable[[], datetime], *, respect_backoff: bool = True
 ) -> CycleSummary:
-    """One cycle: recover, poll and decide, send what is due, sync order statuses, then tell
-    people what needs them (`propready run --once`).
+    """One cycle: recover, poll and decide, send what is due, sync order statuses, write
+    delivered orders back, then tell people what needs them (`propready run --once`).
 
     A source that cannot be read is reported in the summary, not raised: sending goes on.
     """
@@ -51,6 +53,7 @@ def run_cycle(
     poll_step(components, now, summary, respect_backoff=respect_backoff)
     send_due(components, now, summary)
     sync_statuses(components, now(), summary)
+    writeback_step(components, now, summary)  # delivered orders written back to the PM system
     notify_step(components, now, summary)
     attention = summary.invalid or summary.rejected or summary.unknown  # a person must look
     (log.warning if attention else log.info)(

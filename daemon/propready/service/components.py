@@ -74,6 +74,10 @@ CRASH_POINTS = frozenset(
         "delivery_before_commit",
         "delivery_after_commit",
         "notify_after_send",  # a notification sent, its outcome not yet recorded
+        # write-back: the statement ran on the target, not committed there / committed there
+        # and not yet recorded in the state database
+        "writeback_before_target_commit",
+        "writeback_after_target_commit",
     }
 )
 
@@ -153,6 +157,9 @@ class CycleSummary:
     notify_facts: int = 0  # facts worth telling a person, noted from the audit log and state
     notify_sent: int = 0  # notifications delivered to a channel
     notify_failed: int = 0  # notification attempts that failed (retried with backoff)
+    writeback_done: int = 0  # delivered orders written back to the PM system
+    writeback_failed: int = 0  # write-back attempts that failed (retried with backoff)
+    writeback_given_up: int = 0  # write-backs that failed for give_up_after_hours
 
     def as_dict(self) -> dict[str, int | float | bool | str | None]:
         return dict(self.__dict__)
