@@ -36,6 +36,7 @@ from sqlalchemy.exc import ArgumentError
 
 from propready.adapters.database_urls import same_database
 from propready.notify_settings import NotifySettings
+from propready.writeback_settings import WritebackSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/propready/propready.toml")
 ENV_PREFIX = "PROPREADY_"
@@ -293,6 +294,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
     notify: NotifySettings = NotifySettings()
+    writeback: WritebackSettings = WritebackSettings()  # off while url is empty
 
     @classmethod
     def settings_customise_sources(
@@ -325,6 +327,7 @@ class Settings(BaseSettings):
             self.planomatic.api_key.get_secret_value(),
             *self.webhooks.valid_tokens(),
             *self.notify.secret_values(),
+            *self.writeback.secret_values(),
         ]
         for url in (self.state.url, self.source.url):
             try:
@@ -480,6 +483,7 @@ def settings_summary(settings: Settings) -> Mapping[str, Any]:
     for name in ("token", "previous_token"):
         is_set = getattr(settings.webhooks, name).get_secret_value()
         data["webhooks"][name] = "set" if is_set else ""
+    data["writeback"]["url"] = "set" if settings.writeback.enabled else ""
     for section in ("state", "source"):
         data[section]["url"] = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", data[section]["url"])
     return data

@@ -45,6 +45,7 @@ class AuditKind(StrEnum):
     ORDER_CANCELED_BY_VENDOR = "order_canceled_by_vendor"
     WRITEBACK_DONE = "writeback_done"
     WRITEBACK_FAILED = "writeback_failed"
+    WRITEBACK_RETRY_REQUESTED = "writeback_retry_requested"  # `propready writeback retry`
     # sending as a whole (the vendor refused the API key, or an operator paused it)
     SENDING_PAUSED = "sending_paused"
     SENDING_RESUMED = "sending_resumed"

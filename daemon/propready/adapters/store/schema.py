@@ -381,3 +381,28 @@ attention_silence = sa.Table(
     sa.Column("silenced_by", sa.String(255), nullable=False),
     sa.Column("at", UtcDateTime, nullable=False),
 )
+
+# --- Write-back of delivered orders to the PM system (migration 0014) --------------------------
+
+# The write-back outbox: one row per delivered order (unique order_id), the statement's named
+# parameters (no secrets), and the attempt bookkeeping (core/writeback.py draws the states).
+writeback_outbox = sa.Table(
+    "writeback_outbox",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("order_id", BigId, sa.ForeignKey("orders.id"), nullable=False, unique=True),
+    sa.Column("external_order_id", sa.String(255), nullable=False),
+    sa.Column("params", Json, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # pending|leased|done|failed|given_up
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=False),
+    sa.Column("lease_owner", sa.String(255), nullable=True),
+    sa.Column("lease_until", UtcDateTime, nullable=True),
+    sa.Column("first_failed_at", UtcDateTime, nullable=True),  # the current failure streak's
+    sa.Column("last_error", sa.Text(), nullable=True),  # the driver's first line, secrets masked
+    sa.Column("done_at", UtcDateTime, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Index(None, "state", "next_attempt_at"),
+    sa.Index(None, "external_order_id"),
+)
