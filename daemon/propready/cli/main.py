@@ -30,6 +30,7 @@ from propready.cli.sending_commands import sending_group
 from propready.cli.serve_command import serve_command
 from propready.cli.simulate_command import simulate_command
 from propready.cli.webhooks_commands import webhooks_group
+from propready.cli.writeback_commands import writeback_group
 from propready.log import REDACTOR
 from propready.service.preflight import rule_problems_line
 from propready.settings import ConfigError
@@ -81,6 +82,7 @@ for command in (
     deploy_files_command,
     attention_group,
     notify_group,
+    writeback_group,
 ):
     cli.add_command(command)
 

@@ -38,6 +38,7 @@ from propready.core.simulation import ExistingOrder, Outcome, Standing, simulate
 from propready.core.triggers import TriggerMemory
 from propready.service.notify import check_lines as notify_check_lines
 from propready.service.rules_reload import load_catalog_or_refuse, pending_refusals
+from propready.service.writeback import check_lines as writeback_check_lines
 from propready.settings import Settings
 
 IDS_SHOWN = 3  # property ids listed per grouped reason
@@ -101,6 +102,7 @@ def run_checks(
         lines.append(check_orders(settings, *loaded, now, on_row=on_row))
     lines.append(check_vendor(settings))
     lines.extend(CheckLine(*line) for line in notify_check_lines(settings, now))
+    lines.extend(CheckLine(*line) for line in writeback_check_lines(settings))
     lines.extend(check_exposure(settings))
     return lines
 
