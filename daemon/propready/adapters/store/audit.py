@@ -111,6 +111,8 @@ def query_events(
     billing_entity_slug: str | None = None,
     external_order_id: str | None = None,
     newest_first: bool = False,
+    before_id: int | None = None,
+    after_id: int | None = None,
 ) -> list[dict[str, Any]]:
     """Audit events matching every given filter, oldest first (or the newest `limit`, newest
     first).
@@ -142,6 +144,10 @@ def query_events(
         statement = statement.where(audit_log.c.at >= since)
     if until is not None:
         statement = statement.where(audit_log.c.at < until)
+    if before_id is not None:  # keyset pagination (the console's pages and CSV export)
+        statement = statement.where(audit_log.c.id < before_id)
+    if after_id is not None:
+        statement = statement.where(audit_log.c.id > after_id)
     statement = statement.limit(limit)
     return [dict(row) for row in connection.execute(statement).mappings()]
 
