@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
@@ -18,8 +19,6 @@ from propready.adapters.rulefiles import load_rule_set
 from propready.adapters.source import create_source_engine
 from propready.adapters.store import audit
 from propready.adapters.store.engine import create_state_engine
-from propready.console.app import create_console_app
-from propready.console.deps import ConsoleDeps, ReorderRequest
 from propready.core.budgets import Budget
 from propready.core.catalog import Catalog
 from propready.core.rules import RuleSet
@@ -33,6 +32,9 @@ from propready.service.reorder import Reordered, reorder
 from propready.service.rules_reload import load_catalog_or_refuse, load_checked_rules
 from propready.service.webhook_intake import intake_for, state_reachable
 from propready.settings import Settings
+
+if TYPE_CHECKING:  # the console (Jinja2, argon2) is imported only by `serve` with [console]
+    from propready.console.deps import ConsoleDeps, ReorderRequest
 
 
 def utc_now() -> datetime:
@@ -193,6 +195,7 @@ def serve_listeners(settings: Settings, state: sa.Engine, metrics: ServeMetrics)
 
 def console_deps(settings: Settings, state: sa.Engine) -> ConsoleDeps:
     """The console's real collaborators: the same service functions the CLI calls."""
+    from propready.console.deps import ConsoleDeps
 
     @contextmanager
     def vendor() -> Iterator[PlanomaticClient | None]:
@@ -235,6 +238,8 @@ def console_deps(settings: Settings, state: sa.Engine) -> ConsoleDeps:
 def console_listener(settings: Settings) -> Listener:
     """The console on [console] listen, with a state engine of its own (pages read while the
     webhook listener's single SQLite writer works)."""
+    from propready.console.app import create_console_app
+
     state = state_engine(settings, connect=False)
     app = create_console_app(console_deps(settings, state))
     return Listener(

@@ -457,3 +457,41 @@ def test_password_auth_refuses_to_start_without_a_session_secret(tmp_path: Path)
     )
     with pytest.raises(ConfigError, match="not an IP address"):
         load_settings(config)
+
+
+def test_reorder_goes_through_the_live_rules_and_is_audited_with_the_user(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    settings = console_settings(state_url, pm, sandbox)
+    ids = orders_awaiting_approval(settings, pm, clock)
+    with serve_console(settings, now=clock) as served, served.client() as client:
+        add_users(served.state, clock, "alice")
+        assert log_in(client, "alice").status_code == 303
+        token = csrf_of(client.get("/homes/H2"))
+        no_reason = client.post("/homes/H2/reorder", data={"csrf_token": token, "reason": ""})
+        assert no_reason.status_code == 409
+        assert "reason" in no_reason.text
+        canceled = client.post(
+            f"/orders/{ids['H2']}/cancel",
+            data={"csrf_token": token, "reason": "duplicate_order", "notes": "wrong services"},
+        )
+        assert canceled.status_code == 303
+        again = client.post(
+            "/homes/H2/reorder", data={"csrf_token": token, "reason": "services fixed"}
+        )
+        assert again.status_code == 303, again.text[:500]
+        assert "Reordered H2 (" in client.get(again.headers["location"]).text
+        [requested] = [
+            row
+            for row in audit_rows(served.state, "reorder_requested")
+            if row["detail"].get("reason") == "services fixed"
+        ]
+        assert requested["detail"]["by"] == "alice"
+        with served.state.connect() as connection:
+            states = sorted(
+                o.state.value
+                for o in outbox.list_orders(connection)
+                if o.external_property_id == "H2"
+            )
+        assert states == ["awaiting_approval", "canceled"]

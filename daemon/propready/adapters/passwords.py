@@ -6,11 +6,18 @@ verified against a dummy hash, so the answer takes as long as for a real user.
 
 from __future__ import annotations
 
+import functools
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 _HASHER = PasswordHasher()  # argon2id
-_DUMMY = _HASHER.hash("propready-console-dummy-password")
+
+
+@functools.cache
+def _dummy() -> str:
+    return _HASHER.hash("propready-console-dummy-password")  # made once, on first use
+
 
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1024
@@ -37,7 +44,7 @@ def verify_password(password_hash: str | None, password: str) -> bool:
     if len(password) > MAX_PASSWORD_LENGTH:
         return False
     try:
-        return _HASHER.verify(password_hash or _DUMMY, password) and password_hash is not None
+        return _HASHER.verify(password_hash or _dummy(), password) and password_hash is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

@@ -82,7 +82,7 @@ DONE_MESSAGES = {
     "approved": "Approved {what}: the next send cycle sends it.",
     "canceled": "Canceled {what}.",
     "resolved": "Resolved {what}.",
-    "reordered": "Ordered {what} again.",
+    "reordered": "Reordered {what}; the next send cycle sends it (or it waits for approval).",
     "ack": "Acknowledged {what}: hidden until it changes.",
     "snooze": "Snoozed {what}.",
 }
