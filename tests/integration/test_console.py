@@ -304,6 +304,7 @@ def test_every_page_renders_without_secrets_and_access_codes_are_masked(
     photos = [
         Photo("photo", "front.jpg", "https://cdn.example.com/p/1.jpg", 1, "Front of the house"),
         Photo("link", "photo_manage_link", "https://portal.example.com/orders/1", None, None),
+        Photo("link", "odd_link", "javascript:alert(1)", None, "<script>alert(2)</script>"),
     ]
     with (
         serve_console(settings, now=clock, deliverables=lambda c, order_id: photos) as served,
@@ -338,6 +339,10 @@ def test_every_page_renders_without_secrets_and_access_codes_are_masked(
         assert 'src="https://cdn.example.com/p/1.jpg"' in home
         assert 'href="https://portal.example.com/orders/1"' in home
         assert "Front of the house" in home
+        assert "javascript:alert(1)\"" not in home  # not a link target
+        assert 'href="javascript:' not in home
+        assert "<script>alert(2)" not in home
+        assert "&lt;script&gt;" in home or "odd_link" in home
         assert "trigger_fired" in home
         rules = client.get("/rules").text
         assert "PASS" in rules

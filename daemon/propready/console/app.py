@@ -122,6 +122,12 @@ def _dt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _web_url(value: Any) -> str:
+    """A link from vendor data, only if it is http(s): never javascript: or data:."""
+    text = str(value or "")
+    return text if text.lower().startswith(("https://", "http://")) else "#"
+
+
 def _day(text: str, name: str) -> datetime | None:
     if not text:
         return None
@@ -161,6 +167,7 @@ class Console:
         )
         self.templates.filters["dt"] = _dt
         self.templates.filters["usd"] = usd
+        self.templates.filters["web_url"] = _web_url
 
     # --- the ASGI app ---------------------------------------------------------------------------
 
