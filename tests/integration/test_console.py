@@ -20,6 +20,9 @@ import sqlalchemy as sa
 
 from propready.adapters.sandbox import SandboxServer
 from propready.adapters.store import audit, outbox
+from propready.adapters.store.audit_views import read_view
+from propready.core.pricing import usd
+from propready.service import run_cycle
 from propready.service.console_users import set_disabled, set_password
 from propready.settings import ConfigError, load_settings
 from tests.integration.console_support import (
@@ -32,7 +35,7 @@ from tests.integration.console_support import (
     orders_awaiting_approval,
     serve_console,
 )
-from tests.integration.cycle_support import API_KEY, SECRET_CODE, Clock, PmDatabase
+from tests.integration.cycle_support import API_KEY, SECRET_CODE, Clock, PmDatabase, wired
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,18 @@ def test_actions_go_through_the_services_and_are_audited_with_the_user(
         again = client.post(f"/orders/{ids['H1']}/approve", data={"csrf_token": token})
         assert again.status_code == 409
         assert "not awaiting_approval" in again.text
+
+        with wired(settings) as parts:  # the next send cycle places it
+            run_cycle(parts, clock)
+        assert order_state(served.state, ids["H1"]) == "placed"
+        with served.state.connect() as connection:
+            [line] = read_view(connection, "audit_spend_by_entity_month")
+        spend = client.get("/spend")
+        assert spend.status_code == 200
+        row = f"<td>{line['billing_entity_slug']}</td><td>{line['month']}</td><td>1</td>"
+        assert row in spend.text
+        assert usd(int(line["spend_cents"])) in spend.text
+        assert "<svg" in spend.text
 
         canceled = client.post(
             f"/orders/{ids['H2']}/cancel",

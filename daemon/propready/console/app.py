@@ -35,8 +35,12 @@ from propready.adapters.planomatic import VendorError
 from propready.adapters.rulefiles import RuleFileError
 from propready.adapters.store import audit
 from propready.adapters.store import console_users as users_store
-from propready.adapters.store.audit_views import read_view
-from propready.adapters.store.console_pages import OrderFilter, orders_of_home, orders_page
+from propready.adapters.store.console_pages import (
+    OrderFilter,
+    orders_of_home,
+    orders_page,
+    spend_by_entity_month,
+)
 from propready.adapters.store.console_users import ConsoleUser
 from propready.adapters.store.outbox import find_by_external_order_id
 from propready.console.deps import ConsoleDeps, ReorderRequest
@@ -66,6 +70,8 @@ PAGE_SIZE = 50
 AUDIT_PAGE_SIZE = 100
 STORY_LIMIT = 2000
 CSV_CHUNK = 2000
+SPEND_MONTHS = 12  # the spend page's default span (?months=N for more)
+ATTENTION_SHOWN = 200  # items on the start page; `propready attention` lists them all
 MAX_BODY = 64 * 1024
 AUDIT_CSV_COLUMNS = (
     "id",
@@ -398,9 +404,11 @@ class Console:
                 "what": entry.item.what,
                 "action": entry.item.action,
             }
-            for entry in listed
+            for entry in listed[:ATTENTION_SHOWN]
         ]
-        return self.render(visit, "attention.html", status, rows=rows, error=error)
+        return self.render(
+            visit, "attention.html", status, rows=rows, total=len(listed), error=error
+        )
 
     def _ack(self, visit: Visit) -> Response:
         return self._silence(visit, None)
@@ -604,18 +612,23 @@ class Console:
     # --- spend, rules, audit, users ---------------------------------------------------------------
 
     def _spend(self, visit: Visit) -> Response:
+        months = _int(visit.request.query_params.get("months")) or SPEND_MONTHS
+        months = max(1, min(months, 120))
+        today = self.deps.now().astimezone(UTC).date()
+        first = date(today.year, today.month, 1)
+        for _ in range(months - 1):
+            first = (first - timedelta(days=1)).replace(day=1)
         with self.deps.state.connect() as connection:
-            rows = read_view(
-                connection, "audit_spend_by_entity_month", order_by="month, billing_entity_slug"
-            )
-        months = sorted({str(r["month"]) for r in rows})
-        entities = sorted({str(r["billing_entity_slug"]) for r in rows})
-        by_key = {(str(r["billing_entity_slug"]), str(r["month"])): r for r in rows}
+            rows = spend_by_entity_month(connection, first)
+        month_names = sorted({r["month"] for r in rows})
+        entities = sorted({r["billing_entity_slug"] for r in rows})
+        by_key = {(r["billing_entity_slug"], r["month"]): r for r in rows}
 
         def series(column: str, scale: float) -> dict[str, list[float]]:
             return {
                 e: [
-                    float(by_key[(e, m)][column]) / scale if (e, m) in by_key else 0 for m in months
+                    float(by_key[(e, m)][column]) / scale if (e, m) in by_key else 0
+                    for m in month_names
                 ]
                 for e in entities
             }
@@ -623,14 +636,22 @@ class Console:
         charts = [
             _svg(
                 bar_chart(
-                    "Spend per month, by billing entity (USD)", months, series("spend_cents", 100)
+                    "Spend per month, by billing entity (USD)",
+                    month_names,
+                    series("spend_cents", 100),
                 )
             ),
             _svg(
-                bar_chart("Orders placed per month, by billing entity", months, series("orders", 1))
+                bar_chart(
+                    "Orders placed per month, by billing entity",
+                    month_names,
+                    series("orders", 1),
+                )
             ),
         ]
-        return self.render(visit, "spend.html", rows=rows, charts=charts)
+        return self.render(
+            visit, "spend.html", rows=rows, charts=charts, months=months, since=first
+        )
 
     def _rules(self, visit: Visit) -> Response:
         try:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -52,3 +53,25 @@ def orders_of_home(connection: sa.Connection, external_property_id: str, limit: 
         .limit(limit)
     )
     return [Order.from_row(row) for row in connection.execute(statement).mappings()]
+
+
+def spend_by_entity_month(connection: sa.Connection, since: date) -> list[dict[str, Any]]:
+    """audit_spend_by_entity_month's figures for the months from `since` on (the day an order
+    counts in, as the view's month), summed in the database from audit_order_spend, with
+    whether any figure is an estimate."""
+    statement = sa.text(
+        "SELECT billing_entity_slug, month, count(*) AS orders, sum(spend_cents) AS spend_cents,"
+        " max(CASE WHEN price_source IN ('estimate', 'unknown') THEN 1 ELSE 0 END) AS estimated"
+        " FROM audit_order_spend WHERE day >= :since"
+        " GROUP BY billing_entity_slug, month ORDER BY month, billing_entity_slug"
+    ).bindparams(sa.bindparam("since", type_=sa.Date()))
+    return [
+        {
+            "billing_entity_slug": str(row["billing_entity_slug"]),
+            "month": str(row["month"]),
+            "orders": int(row["orders"]),
+            "spend_cents": int(row["spend_cents"] or 0),
+            "estimated": bool(row["estimated"]),
+        }
+        for row in connection.execute(statement, {"since": since}).mappings()
+    ]

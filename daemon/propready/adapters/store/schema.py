@@ -206,6 +206,8 @@ audit_log = sa.Table(
     # The analyst views join an order's rows and an event's rows on these.
     sa.Index(None, "order_id"),
     sa.Index(None, "event_id"),
+    # an order's story (`audit --order`, the console's order page; migration 0015)
+    sa.Index(None, "external_order_id"),
 )
 
 # One row that every audit writer on PostgreSQL locks (by updating it once per transaction) before
