@@ -20,6 +20,10 @@ from propready.adapters.passwords import verify_password
 from propready.adapters.store import audit
 from propready.adapters.store import console_users as store
 from propready.adapters.store.engine import create_state_engine
+from propready.service.console_check import console_check_lines
+from propready.service.console_users import add_user
+from propready.settings import Settings
+from propready.wiring import utc_now
 from tests.integration.cli_support import run_cli
 from tests.integration.daemon_support import free_port, wait_until, write_config
 
@@ -239,5 +243,39 @@ def test_a_console_user_table_is_what_migrations_make(state_url: str) -> None:
             else:
                 refused = False
         assert refused
+    finally:
+        engine.dispose()
+
+
+def test_check_says_whether_anybody_can_log_in_to_the_console(state_url: str) -> None:
+    """`propready check`'s console line: FAIL without a usable user, PASS with one, WARN when
+    it listens beyond loopback; nothing when the console is off."""
+    engine = create_state_engine(state_url)
+    now = utc_now()
+
+    def lines(**console: Any) -> list[tuple[str, bool | None, str]]:
+        settings = Settings(
+            state={"url": state_url},
+            source=SOURCE,
+            console={"session_secret": SECRET, **console},
+        )
+        return console_check_lines(settings)
+
+    try:
+        assert lines() == []
+        [empty] = lines(listen="127.0.0.1:8720")
+        assert empty[1] is False
+        assert "propready users add NAME --role approver" in empty[2]
+        add_user(engine, "proxied", "viewer", None, by="test", now=now)
+        [still] = lines(listen="127.0.0.1:8720")  # no password: cannot log in with one
+        assert still[1] is False
+        [proxy] = lines(listen="127.0.0.1:8720", auth="proxy", trusted_proxies=["127.0.0.1"])
+        assert proxy[1] is True
+        add_user(engine, "alice", "approver", "alice-approves-1", by="test", now=now)
+        [ok] = lines(listen="127.0.0.1:8720")
+        assert ok == ("console", True, "on 127.0.0.1:8720, auth password, users: 1 approver(s)")
+        exposed = lines(listen="0.0.0.0:8720")
+        assert [line[1] for line in exposed] == [True, None]
+        assert "reachable beyond this host" in exposed[1][2]
     finally:
         engine.dispose()

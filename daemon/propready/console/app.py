@@ -134,6 +134,18 @@ def _web_url(value: Any) -> str:
     return text if text.lower().startswith(("https://", "http://")) else "#"
 
 
+IMAGE_KINDS = frozenset({"photo", "photos", "image", "thumbnail"})
+IMAGE_ENDINGS = (".jpg", ".jpeg", ".png", ".webp", ".gif")
+
+
+def _is_image(item: Any) -> bool:
+    """Whether a delivered item is shown as a thumbnail (a photo), else as a link."""
+    if str(getattr(item, "kind", "")).lower() in IMAGE_KINDS:
+        return True
+    path = str(getattr(item, "url", "")).split("?", 1)[0].lower()
+    return path.endswith(IMAGE_ENDINGS)
+
+
 def _day(text: str, name: str) -> datetime | None:
     if not text:
         return None
@@ -174,6 +186,7 @@ class Console:
         self.templates.filters["dt"] = _dt
         self.templates.filters["usd"] = usd
         self.templates.filters["web_url"] = _web_url
+        self.templates.tests["image"] = _is_image
 
     # --- the ASGI app ---------------------------------------------------------------------------
 
