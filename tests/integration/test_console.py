@@ -106,10 +106,28 @@ def test_login_sets_a_hardened_session_and_every_page_has_the_security_headers(
         ]
 
         token = csrf_of(start)
+        copied = client.cookies.get("propready_console")
         out = client.post("/logout", data={"csrf_token": token})
         assert out.status_code == 303
         assert client.get("/").status_code == 303
         assert len(audit_rows(served.state, "console_logout")) == 1
+        with served.client() as thief:  # a copy of the cookie taken before the logout
+            thief.cookies.set("propready_console", str(copied))
+            assert thief.get("/").status_code == 303
+
+        # After logging in, only a path on this site is followed.
+        token = csrf_of(client.get("/login"))
+        away = client.post(
+            "/login",
+            data={
+                "csrf_token": token,
+                "name": "alice",
+                "password": PASSWORDS["alice"],
+                "next": "//evil.example.com/",
+            },
+        )
+        assert away.status_code == 303
+        assert away.headers["location"] == "/"
 
 
 def test_the_secure_flag_follows_https_from_a_trusted_proxy_only(

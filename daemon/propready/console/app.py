@@ -395,6 +395,10 @@ class Console:
             audit.record(connection, kind, self.deps.now(), detail=detail)
 
     def _logout(self, visit: Visit) -> Response:
+        """Ends every session of this user (the epoch rises), so a copied cookie dies too."""
+        if self.config.auth == "password":
+            with self.deps.state.begin() as connection:
+                users_store.update(connection, visit.by, self.deps.now())
         self._audit_login(AuditKind.CONSOLE_LOGOUT, visit.by, visit, "")
         visit.session = Session.anonymous()
         visit.new_cookie = True
