@@ -23,7 +23,7 @@ from propready.adapters.store import audit, outbox
 from propready.adapters.store.audit_views import read_view
 from propready.core.pricing import usd
 from propready.service import run_cycle
-from propready.service.console_users import set_disabled, set_password
+from propready.service.console_users import remove_user, set_disabled, set_password
 from propready.settings import ConfigError, load_settings
 from tests.integration.console_support import (
     PASSWORDS,
@@ -434,6 +434,14 @@ def test_sessions_end_when_the_password_changes_or_the_user_is_disabled(
         set_disabled(served.state, "alice", True, by="adam", now=clock())
         assert client.get("/").status_code == 303
         assert log_in(client, "alice", "a-brand-new-password").status_code == 401
+
+        # Removed and added again under the same name: the old sessions stay dead.
+        add_users(served.state, clock, "vera")
+        assert log_in(client, "vera").status_code == 303
+        assert client.get("/").status_code == 200
+        remove_user(served.state, "vera", by="adam", now=clock())
+        add_users(served.state, clock, "vera")
+        assert client.get("/").status_code == 303
 
 
 def test_proxy_auth_believes_the_user_header_only_from_trusted_proxies(

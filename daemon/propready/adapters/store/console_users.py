@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -81,7 +82,9 @@ def insert(
             role=role,
             password_hash=password_hash,
             disabled=False,
-            session_epoch=0,
+            # random: a user removed and added again under the same name must not inherit
+            # the sessions of the one before (cookies carry the name and the epoch)
+            session_epoch=secrets.randbelow(2**30),
             created_at=now,
             updated_at=now,
         )
