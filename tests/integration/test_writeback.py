@@ -17,10 +17,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from propready.adapters.sandbox import SandboxServer
 from propready.adapters.store import attention as attention_store
 from propready.adapters.store import writebacks
 from propready.adapters.writeback_target import WritebackTarget
 from propready.core.writeback import WritebackState
+from propready.runtime.metrics import DaemonMetrics
+from propready.service import CycleSummary, run_cycle
 from propready.service.writeback import (
     WritebackRetryError,
     check_lines,
@@ -29,6 +32,7 @@ from propready.service.writeback import (
 )
 from propready.settings import Settings
 from tests.integration.cli_support import run_cli
+from tests.integration.cycle_support import PmDatabase, make_settings, wired
 from tests.integration.daemon_support import write_config
 from tests.integration.tcp_proxy import CuttableProxy
 from tests.integration.writeback_support import (
@@ -437,3 +441,24 @@ def test_the_cli_lists_and_retries_write_backs(
         "propready: order pr-7777: no write-back queued (it is queued when the order is "
         "delivered and [writeback] url is set)"
     )
+
+
+def test_run_once_writes_back_and_the_job_counts_feed_the_metric(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer, target: PmTarget
+) -> None:
+    """A cycle (`run --once`) includes the write-back step; its counts in the CycleSummary
+    become propready_writebacks_total{outcome}."""
+    base = make_settings(state_url, pm.url, sandbox.url)
+    settings = base.model_copy(update={"writeback": settings_for(state_url, target.url).writeback})
+    with wired(settings) as parts:
+        delivered_order(parts.state, 1)
+        summary = run_cycle(parts, lambda: T0)
+    assert summary.writeback_done == 1
+    assert target.media()["pr-0001"]["writes"] == 1
+    metrics = DaemonMetrics()
+    metrics.observe_job("writeback", 0.1, summary.as_dict(), None)
+    metrics.observe_job("writeback", 0.1, CycleSummary(writeback_failed=2).as_dict(), None)
+    read = metrics.registry.get_sample_value
+    assert read("propready_writebacks_total", {"outcome": "done"}) == 1
+    assert read("propready_writebacks_total", {"outcome": "failed"}) == 2
+    assert read("propready_writebacks_total", {"outcome": "given_up"}) == 0
