@@ -145,6 +145,9 @@ class OrdersSettings(_Section):
     duplicate_window_hours: float = Field(default=72, ge=0)
     first_sight: Literal["ignore", "fire"] = "ignore"
     max_attempts: int = Field(default=8, ge=1)
+    # Reconciliation: the status_sync job retrieves only placed orders with no news from the
+    # vendor (webhook or retrieve) for this many hours, the longest without news first.
+    reconcile_after_hours: float = Field(default=24, gt=0, le=8760)
 
 
 class PlanomaticSettings(_Section):
@@ -153,6 +156,9 @@ class PlanomaticSettings(_Section):
     requests_per_minute: int = Field(default=50, ge=1, le=6000)
     timeout_seconds: float = Field(default=30, gt=0, le=600)
     vendor_duplicate_protection_hours: float = Field(default=0, ge=0)
+    # The largest share of requests_per_minute that reconciliation retrieves may use; creates
+    # always keep the rest.
+    sync_share: float = Field(default=0.1, gt=0, le=0.5)
 
     @field_validator("base_url")
     @classmethod
@@ -243,6 +249,88 @@ class WebhooksSettings(_Section):
         return [token for token in tokens if token]
 
 
+# --- [console]: the web console served by `propready serve` -----------------------------------
+
+CONSOLE_SECRET_MIN = 32
+
+
+class ConsoleSettings(_Section):
+    """The web console (`propready serve`); off while `listen` is empty."""
+
+    listen: str = ""  # HOST:PORT, e.g. 127.0.0.1:8720, behind a TLS reverse proxy
+    # password: users in the state database (`propready users add`); proxy: a reverse proxy
+    # that authenticated the person (oauth2-proxy) names them in `proxy_user_header`.
+    auth: Literal["password", "proxy"] = "password"
+    proxy_user_header: str = Field(default="X-Forwarded-User", pattern=r"^[A-Za-z0-9-]{1,100}$")
+    # Addresses (or networks) of the reverse proxies whose X-Forwarded-Proto and user header
+    # are believed; from any other peer those headers are ignored. Never "*".
+    trusted_proxies: tuple[str, ...] = ()
+    # Signs the session and CSRF cookies; better as the systemd credential
+    # console__session_secret. At least 32 characters.
+    session_secret: SecretStr = SecretStr("")
+    # Mark cookies Secure (sent over https only); plain http on loopback still works.
+    cookie_secure: bool = True
+    session_hours: float = Field(default=12, gt=0, le=24 * 30)
+    login_max_failures: int = Field(default=5, ge=1, le=1000)
+    login_lockout_minutes: float = Field(default=15, gt=0, le=24 * 60)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        return _listen_address(value, "127.0.0.1:8720")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (no host names, never *)"
+                ) from None
+        return value
+
+    @field_validator("session_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < CONSOLE_SECRET_MIN:
+            raise ValueError(
+                f"must be at least {CONSOLE_SECRET_MIN} characters; generate one with: "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _complete_when_listening(self) -> ConsoleSettings:
+        if not self.listen:
+            return self
+        if self.auth == "password" and not self.session_secret.get_secret_value():
+            raise ValueError(
+                "console.session_secret is required when console.listen is set with "
+                'auth = "password" (a credential named console__session_secret, or '
+                "PROPREADY_CONSOLE__SESSION_SECRET; at least 32 characters)"
+            )
+        if self.auth == "proxy" and not self.trusted_proxies:
+            raise ValueError(
+                'console.trusted_proxies is required with auth = "proxy" (the reverse '
+                'proxy\'s address, e.g. ["127.0.0.1"])'
+            )
+        return self
+
+    def is_trusted_proxy(self, host: str | None) -> bool:
+        """Whether a peer address is one of `trusted_proxies`."""
+        if not host:
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(
+            address in ipaddress.ip_network(entry, strict=False) for entry in self.trusted_proxies
+        )
+
+
 class DaemonSettings(_Section):
     """How `propready run` schedules its jobs, shares work with other hosts, and stops."""
 
@@ -252,6 +340,8 @@ class DaemonSettings(_Section):
     send_interval_seconds: float = Field(default=10, gt=0, le=3600)
     recovery_interval_seconds: float = Field(default=60, gt=0, le=86400)
     status_sync_interval_seconds: float = Field(default=900, gt=0, le=86400)
+    # How often stored webhook deliveries are applied to orders (idle: one indexed SELECT).
+    apply_news_interval_seconds: float = Field(default=0.5, ge=0.05, le=3600)
     # An order being sent is leased this long; another host takes it over once it expires.
     lease_seconds: float = Field(default=300, ge=5, le=86400)
     stop_timeout_seconds: float = Field(default=45, gt=0, le=3600)
@@ -287,6 +377,7 @@ class Settings(BaseSettings):
     webhooks: WebhooksSettings = WebhooksSettings()
     notify: NotifySettings = NotifySettings()
     writeback: WritebackSettings = WritebackSettings()  # off while url is empty
+    console: ConsoleSettings = ConsoleSettings()  # the web console (`propready serve`)
 
     @classmethod
     def settings_customise_sources(
@@ -320,6 +411,7 @@ class Settings(BaseSettings):
             *self.webhooks.valid_tokens(),
             *self.notify.secret_values(),
             *self.writeback.secret_values(),
+            self.console.session_secret.get_secret_value(),
         ]
         for url in (self.state.url, self.source.url):
             try:
@@ -476,6 +568,9 @@ def settings_summary(settings: Settings) -> Mapping[str, Any]:
         is_set = getattr(settings.webhooks, name).get_secret_value()
         data["webhooks"][name] = "set" if is_set else ""
     data["writeback"]["url"] = "set" if settings.writeback.enabled else ""
+    data["console"]["session_secret"] = (
+        "set" if settings.console.session_secret.get_secret_value() else ""
+    )
     for section in ("state", "source"):
         data[section]["url"] = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", data[section]["url"])
     return data

@@ -50,6 +50,9 @@ class RuleModel(_Strict):
     enabled: StrictBool = True
     requires_approval: StrictBool = False
     allow_unpriced: StrictBool = False
+    # When PlanOmatic cancels the order: re-order the home (at most once per readiness) or
+    # leave it to a person (the attention item vendor_canceled).
+    on_vendor_cancel: Literal["reorder", "notify"] = "notify"
 
 
 class ExpectModel(_Strict):
@@ -125,6 +128,8 @@ def _reason(error: Any, model: type[BaseModel], path: YamlPath) -> str:
         return "must not be empty"
     if kind in ("dict_type", "model_type"):
         return "expected a mapping (key: value), " + describe(value)
+    if kind == "literal_error":
+        return f"expected {ctx.get('expected', 'one of the allowed values')}, {describe(value)}"
     if kind == "list_type":
         return "expected a list, " + describe(value)
     return str(error["msg"])

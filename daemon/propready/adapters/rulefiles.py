@@ -401,6 +401,7 @@ def _build_rule(
         enabled=raw.enabled,
         requires_approval=raw.requires_approval,
         allow_unpriced=raw.allow_unpriced,
+        on_vendor_cancel=raw.on_vendor_cancel,
     )
 
 

@@ -64,3 +64,12 @@ class AuditKind(StrEnum):
     # people: attention items acknowledged or snoozed (`propready attention ack|snooze`)
     ATTENTION_ACKNOWLEDGED = "attention_acknowledged"
     ATTENTION_SNOOZED = "attention_snoozed"
+    # the web console: its users (`propready users ...`) and logins
+    CONSOLE_USER_ADDED = "console_user_added"
+    CONSOLE_USER_REMOVED = "console_user_removed"
+    CONSOLE_USER_PASSWORD_CHANGED = "console_user_password_changed"  # noqa: S105 (a kind)
+    CONSOLE_USER_DISABLED = "console_user_disabled"
+    CONSOLE_USER_ENABLED = "console_user_enabled"
+    CONSOLE_LOGIN = "console_login"
+    CONSOLE_LOGIN_FAILED = "console_login_failed"
+    CONSOLE_LOGOUT = "console_logout"

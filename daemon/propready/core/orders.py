@@ -62,6 +62,11 @@ class Order:
     vendor_price_cents: int | None = None
     budget_day: date | None = None
     held_by_budget: str | None = None
+    # The lifecycle (migration 0013): last news from the vendor, the event time of the status
+    # held, and when the vendor delivered.
+    vendor_news_at: datetime | None = None
+    vendor_status_at: datetime | None = None
+    delivered_at: datetime | None = None
 
     @property
     def spend_cents(self) -> int:

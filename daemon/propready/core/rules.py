@@ -48,6 +48,7 @@ class Rule:
     enabled: bool = True
     requires_approval: bool = False
     allow_unpriced: bool = False
+    on_vendor_cancel: Literal["reorder", "notify"] = "notify"  # PlanOmatic canceled the order
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,9 @@ never overlaps itself):
     full_pass    every source.full_scan_interval_seconds (with a cursor column): everything again
     send         every daemon.send_interval_seconds, and at once after a poll planned orders
     recovery     every daemon.recovery_interval_seconds: orders abandoned in `sending`
-    status_sync  every daemon.status_sync_interval_seconds: the vendor's status of placed orders
+    status_sync  every daemon.status_sync_interval_seconds: reconciliation, a retrieve of placed
+                 orders without vendor news for orders.reconcile_after_hours (sync_share)
+    apply_news   every daemon.apply_news_interval_seconds: stored webhook deliveries -> orders
     notify       every notify.interval_seconds: facts for people, grouped messages, the digest
     writeback    every writeback.interval_seconds: delivered orders written back to the PM
                  system (a run does nothing while writeback.url is empty)
@@ -56,7 +58,8 @@ from propready.runtime.notify import SystemdNotifier
 from propready.service import Components, CycleSummary, notify_step, poll_step, recover, send_due
 from propready.service.checkpoints import CHECKPOINT
 from propready.service.rules_reload import RuleReloader
-from propready.service.status_sync import sync_statuses
+from propready.service.status_sync import reconcile_statuses
+from propready.service.vendor_news import Applier
 from propready.service.writeback import writeback_step
 from propready.settings import ConfigError, Settings, load_settings
 from propready.wiring import pacer_for, vendor_client
@@ -67,7 +70,7 @@ RULES_WATCH_SECONDS = 2.0
 MAIN_LOOP_SECONDS = 0.2  # how quickly the main thread notices a signal's flag
 HEARTBEAT_SECONDS = 5.0  # health gauge and watchdog checks when systemd asks for no watchdog
 QUIET_JOBS = frozenset(
-    {"send", "recovery", "status_sync", "audit_anchor", "notify", "writeback"}
+    {"send", "recovery", "status_sync", "audit_anchor", "notify", "apply_news", "writeback"}
 )  # logged at debug when idle
 
 
@@ -137,6 +140,7 @@ class Daemon:
         self._retired_clients: list[PlanomaticClient] = []
         self._metrics_server: MetricsServer | None = None
         self._last_status = "starting"
+        self._applier = Applier(parts, clock)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -250,6 +254,7 @@ class Daemon:
                 now + timedelta(seconds=30),
             ),
             ("notify", self._notify, settings.notify.interval_seconds, now + timedelta(seconds=5)),
+            ("apply_news", self._apply_news, settings.daemon.apply_news_interval_seconds, now),
         ]
         jobs.append(
             (
@@ -398,7 +403,10 @@ class Daemon:
         recover(self.parts, self.clock(), summary)
 
     def _status_sync(self, summary: CycleSummary) -> None:
-        sync_statuses(self.parts, self.clock(), summary)
+        reconcile_statuses(self.parts, self.clock(), summary)
+
+    def _apply_news(self, summary: CycleSummary) -> None:
+        self._applier.run(summary)
 
     def _audit_anchor(self, summary: CycleSummary) -> None:
         self.publish_audit_anchor()

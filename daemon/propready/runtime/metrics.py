@@ -35,6 +35,19 @@ log = structlog.get_logger("propready.metrics")
 ORDER_STATES: tuple[str, ...] = tuple(state.value for state in OrderState)
 DECISION_OUTCOMES = ("ordered", "not_ordered", "blocked", "invalid")
 ORDER_OUTCOMES = ("placed", "rejected", "retried", "failed", "unknown", "recovered")
+# Stored webhook deliveries applied to orders (service/vendor_news.py), by outcome, keyed by the
+# CycleSummary field that counts them.
+NEWS_OUTCOMES = {
+    "news_applied": "applied",
+    "news_unchanged": "unchanged",
+    "news_unmatched": "unmatched",
+    "news_malformed": "malformed",
+}
+LIFECYCLE_EVENTS = {
+    "delivered": "delivered",
+    "vendor_canceled": "vendor_canceled",
+    "vendor_reordered": "vendor_reordered",
+}
 # Jobs take from a few milliseconds (an idle send tick) to many minutes (a full pass over a
 # large portfolio, or a long queue drained under the vendor's rate limit): 10 ms to 30 min.
 JOB_DURATION_BUCKETS = (
@@ -191,6 +204,25 @@ class DaemonMetrics:
             self.decisions.labels(outcome)
         for outcome in ORDER_OUTCOMES:
             self.order_outcomes.labels(outcome)
+        # --- the order lifecycle (service/vendor_news.py, service/status_sync.py) ---
+        self.vendor_news = Counter(
+            "propready_vendor_news_total",
+            "Stored webhook deliveries applied to orders, by outcome (applied: the order "
+            "changed; unchanged: older or repeated news; unmatched: no order of ours yet).",
+            ["outcome"],
+            registry=reg,
+        )
+        self.lifecycle_events = Counter(
+            "propready_order_lifecycle_total",
+            "Orders the vendor delivered or canceled, and homes re-ordered after a vendor cancel.",
+            ["event"],
+            registry=reg,
+        )
+        self.reconcile_retrieves = Counter(
+            "propready_reconcile_retrieves_total",
+            "Retrieves of orders (reconciliation and orders sync) that PlanOmatic answered.",
+            registry=reg,
+        )
         # CycleSummary field -> the counter it feeds.
         self._summary_counters: dict[str, Counter] = {
             "events": self.readiness_events,
@@ -203,6 +235,9 @@ class DaemonMetrics:
             "notify_facts": self.notify_facts,
             "budget_held": self.budget_decisions.labels("held"),
             "budget_skipped": self.budget_decisions.labels("skipped"),
+            **{key: self.vendor_news.labels(label) for key, label in NEWS_OUTCOMES.items()},
+            **{key: self.lifecycle_events.labels(label) for key, label in LIFECYCLE_EVENTS.items()},
+            "status_checked": self.reconcile_retrieves,
             "writeback_done": self.writebacks.labels("done"),
             "writeback_failed": self.writebacks.labels("failed"),
             "writeback_given_up": self.writebacks.labels("given_up"),

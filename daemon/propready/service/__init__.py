@@ -20,7 +20,8 @@ from propready.service.notify import notify_step
 from propready.service.poll import poll
 from propready.service.recovery import recover
 from propready.service.send import send_due
-from propready.service.status_sync import sync_statuses
+from propready.service.status_sync import reconcile_statuses
+from propready.service.vendor_news import apply_news
 from propready.service.writeback import writeback_step
 
 __all__ = [
@@ -42,8 +43,9 @@ log = structlog.get_logger("propready.service")
 def run_cycle(
     components: Components, now: Callable[[], datetime], *, respect_backoff: bool = True
 ) -> CycleSummary:
-    """One cycle: recover, poll and decide, send what is due, sync order statuses, write
-    delivered orders back, then tell people what needs them (`propready run --once`).
+    """One cycle: recover, poll and decide, send what is due, apply the vendor's stored webhook
+    deliveries, reconcile orders without news, write delivered orders back, then tell people what
+    needs them (`propready run --once`).
 
     A source that cannot be read is reported in the summary, not raised: sending goes on.
     """
@@ -52,7 +54,8 @@ def run_cycle(
     recover(components, now(), summary)
     poll_step(components, now, summary, respect_backoff=respect_backoff)
     send_due(components, now, summary)
-    sync_statuses(components, now(), summary)
+    apply_news(components, now, summary)
+    reconcile_statuses(components, now(), summary)
     writeback_step(components, now, summary)  # delivered orders written back to the PM system
     notify_step(components, now, summary)
     attention = summary.invalid or summary.rejected or summary.unknown  # a person must look

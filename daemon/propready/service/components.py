@@ -74,6 +74,7 @@ CRASH_POINTS = frozenset(
         "delivery_before_commit",
         "delivery_after_commit",
         "notify_after_send",  # a notification sent, its outcome not yet recorded
+        "apply_before_commit",  # a delivery applied to its order, the transaction not committed
         # write-back: the statement ran on the target, not committed there / committed there
         # and not yet recorded in the state database
         "writeback_before_target_commit",
@@ -106,6 +107,8 @@ class Components:
     client: PlanomaticClient | None  # None in dry_run: nothing may be sent
     owner: str = "propready"
     pacer: Pacer = field(default_factory=lambda: Pacer(50))
+    # Reconciliation retrieves' own schedule: [planomatic] sync_share of the rate limit.
+    sync_pacer: Pacer | None = None
     jitter: random.Random = field(default_factory=random.Random)
     # Set on SIGTERM: loops stop taking new work, and an order still waiting for its rate-limit
     # slot is parked instead of sent.
@@ -157,6 +160,15 @@ class CycleSummary:
     notify_facts: int = 0  # facts worth telling a person, noted from the audit log and state
     notify_sent: int = 0  # notifications delivered to a channel
     notify_failed: int = 0  # notification attempts that failed (retried with backoff)
+    # The vendor's news (service/vendor_news.py): stored deliveries applied to orders.
+    news_applied: int = 0  # changed the order (status, price, delivery, unknown resolved)
+    news_unchanged: int = 0  # not newer than what the order holds: nothing changed
+    news_unmatched: int = 0  # names no order of ours (yet): kept, flagged, tried again later
+    news_malformed: int = 0
+    news_requeued: int = 0  # unmatched deliveries whose order now exists
+    delivered: int = 0  # orders the vendor delivered
+    vendor_canceled: int = 0  # orders the vendor canceled
+    vendor_reordered: int = 0  # homes re-ordered after a vendor cancel (on_vendor_cancel)
     writeback_done: int = 0  # delivered orders written back to the PM system
     writeback_failed: int = 0  # write-back attempts that failed (retried with backoff)
     writeback_given_up: int = 0  # write-backs that failed for give_up_after_hours

@@ -56,15 +56,22 @@ def reorder(
     now: datetime,
     trigger: str | None = None,
     ignore_window: bool = False,
+    vendor_canceled_order: str | None = None,
 ) -> Reordered:
-    """Order the home now; ReorderRefused (audited as a refused request) when it cannot be."""
+    """Order the home now; ReorderRefused (audited as a refused request) when it cannot be.
+
+    `vendor_canceled_order`: the order PlanOmatic canceled that this re-order answers (the
+    rules' on_vendor_cancel: reorder), kept in the audit row.
+    """
     if not reason.strip():
         raise ReorderRefused("a --reason is required (it is kept in the audit log)")
     if components.settings.orders.mode == "dry_run":
         raise ReorderRefused(
             "orders.mode is dry_run: nothing is ordered (switch to live or approval first)"
         )
-    request = {"reason": reason, "by": by, "ignore_window": ignore_window}
+    request: dict[str, Any] = {"reason": reason, "by": by, "ignore_window": ignore_window}
+    if vendor_canceled_order is not None:
+        request["vendor_canceled_order"] = vendor_canceled_order
     try:
         snapshot, row_hash, typer = _read_home(components, property_id)
         return _order(components, snapshot, row_hash, typer, trigger, request, now)

@@ -27,6 +27,7 @@ VIEW_TIMESTAMPS: dict[str, tuple[str, ...]] = {
     "audit_orders_unknown": ("created_at", "unknown_since"),
     "audit_order_spend": ("created_at", "placed_at"),
     "audit_spend_by_entity_month": (),
+    "audit_deliveries": ("ready_at", "created_at", "placed_at", "delivered_at"),
 }
 # The column each view can be limited by in time.
 VIEW_TIME_COLUMN = {
@@ -38,6 +39,7 @@ VIEW_TIME_COLUMN = {
     "audit_rejections": "rejected_at",
     "audit_readiness_to_order": "placed_at",
     "audit_order_spend": "placed_at",
+    "audit_deliveries": "placed_at",
 }
 
 

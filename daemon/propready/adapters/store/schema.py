@@ -150,12 +150,45 @@ orders = sa.Table(
     sa.Column("vendor_price_cents", sa.BigInteger(), nullable=True),
     sa.Column("budget_day", sa.Date(), nullable=True),
     sa.Column("held_by_budget", sa.String(100), nullable=True),
+    # The order lifecycle (migration 0013): when news about the order last reached us (webhook
+    # or retrieve; reconciliation retrieves orders without news for reconcile_after_hours), the
+    # vendor's event time of the status held (an older delivery never overwrites it), and when
+    # the vendor delivered it.
+    sa.Column("vendor_news_at", UtcDateTime, nullable=True),
+    sa.Column("vendor_status_at", UtcDateTime, nullable=True),
+    sa.Column("delivered_at", UtcDateTime, nullable=True),
     sa.Index(None, "external_property_id", "window_end"),
     sa.Index(None, "state", "next_attempt_at"),
     sa.Index(None, "budget_day", "billing_entity_slug"),
+    sa.Index(None, "state", "vendor_news_at"),  # migration 0013: reconciliation
+    sa.Index(None, "vendor_order_id"),  # migration 0013: deliveries are matched by it
+    # the console's order lists: newest first by id, filtered (migration 0015)
+    sa.Index(None, "state", "id"),
+    sa.Index(None, "billing_entity_slug", "id"),
     # Not declared here because alembic cannot compare them: on PostgreSQL the exclusion
     # constraint ex_orders_duplicate_window (btree_gist), on SQLite the trigger
     # orders_duplicate_window; both created by migration 0002.
+)
+
+# What the vendor delivered for an order (migration 0013): links (kind 'link', name = the link
+# key such as photo_manage_link or zillow_3d_link, sequence 0) and photos (kind 'photo', name
+# 'photo', sequence = the photo's sequence); upserted by the apply step
+# (adapters/store/deliverables.py).
+order_deliverable = sa.Table(
+    "order_deliverable",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("order_id", BigId, sa.ForeignKey("orders.id"), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # link | photo
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("sequence", sa.Integer(), nullable=False),
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("caption", sa.Text(), nullable=True),
+    sa.Column("urls", Json, nullable=True),  # a photo's every *_url
+    sa.Column("uploaded_at", UtcDateTime, nullable=True),
+    sa.Column("modified_at", UtcDateTime, nullable=True),
+    sa.Column("stored_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("order_id", "kind", "name", "sequence"),
 )
 
 # The shared send schedule: one row per vendor api key, read and advanced under a row lock by
@@ -203,6 +236,8 @@ audit_log = sa.Table(
     # The analyst views join an order's rows and an event's rows on these.
     sa.Index(None, "order_id"),
     sa.Index(None, "event_id"),
+    # an order's story (`audit --order`, the console's order page; migration 0015)
+    sa.Index(None, "external_order_id"),
 )
 
 # One row that every audit writer on PostgreSQL locks (by updating it once per transaction) before
@@ -375,4 +410,23 @@ writeback_outbox = sa.Table(
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Index(None, "state", "next_attempt_at"),
     sa.Index(None, "external_order_id"),
+)
+
+# --- the web console (migration 0015) -----------------------------------------------------------
+
+# People who may log in to the console (`propready users ...`). password_hash is argon2id, NULL
+# for a user authenticated by a reverse proxy; session_epoch rises on a password or role change
+# and on disabling, which ends that user's sessions (the signed cookie carries the epoch).
+console_user = sa.Table(
+    "console_user",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.String(255), nullable=True),
+    sa.Column("disabled", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("session_epoch", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("role IN ('viewer', 'approver', 'admin')", name="role_known"),
 )
