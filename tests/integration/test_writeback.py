@@ -32,9 +32,11 @@ from propready.service.writeback import (
 )
 from propready.settings import Settings
 from tests.integration.cli_support import run_cli
-from tests.integration.cycle_support import PmDatabase, make_settings, wired
+from tests.integration.cycle_support import Clock, PmDatabase, make_settings, wired
 from tests.integration.daemon_support import write_config
 from tests.integration.tcp_proxy import CuttableProxy
+from tests.integration.test_vendor_news import LINKS, delivered_body, place_orders
+from tests.integration.test_vendor_news import store as store_webhook
 from tests.integration.writeback_support import (
     T0,
     TARGET_PASSWORD,
@@ -462,3 +464,30 @@ def test_run_once_writes_back_and_the_job_counts_feed_the_metric(
     assert read("propready_writebacks_total", {"outcome": "done"}) == 1
     assert read("propready_writebacks_total", {"outcome": "failed"}) == 2
     assert read("propready_writebacks_total", {"outcome": "given_up"}) == 0
+
+
+def test_a_delivered_webhook_is_written_back_once_end_to_end(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer, target: PmTarget
+) -> None:
+    """Orders placed at the sandbox; PlanOmatic's delivered webhook for H1 stored three times
+    (retries): the next cycles apply it and write H1's photo link back once, H2 untouched."""
+    target.add_units("H1", "H2")
+    base = make_settings(state_url, pm.url, sandbox.url)
+    settings = base.model_copy(
+        update={"writeback": settings_for(state_url, target.url, UPDATE).writeback}
+    )
+    clock = Clock(T0)
+    with wired(settings) as parts:
+        placed = place_orders(parts, pm, clock)
+        for _ in range(3):
+            store_webhook(parts, clock, delivered_body(placed["H1"]))
+        clock.now += timedelta(minutes=1)
+        summaries = [run_cycle(parts, clock) for _ in range(2)]
+        with parts.state.connect() as connection:
+            row = writebacks.find(connection, placed["H1"].external_order_id)
+    assert [s.writeback_done for s in summaries] == [1, 0]
+    assert target.photos_urls() == {"H1": LINKS["photo_manage_link"], "H2": None}
+    assert row is not None
+    assert row.state is WritebackState.DONE
+    assert row.params.delivered_at.isoformat() == "2026-11-30T10:00:00+00:00"
+    assert row.params.zillow_3d_link == LINKS["zillow_3d_link"]
