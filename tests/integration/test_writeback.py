@@ -4,7 +4,9 @@ SIGKILL, one execution when workers race, given up after hours, retried by an op
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,9 +17,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from propready.adapters.sandbox import SandboxServer
 from propready.adapters.store import attention as attention_store
 from propready.adapters.store import writebacks
+from propready.adapters.writeback_target import WritebackTarget
 from propready.core.writeback import WritebackState
+from propready.runtime.metrics import DaemonMetrics
+from propready.service import CycleSummary, run_cycle
 from propready.service.writeback import (
     WritebackRetryError,
     check_lines,
@@ -25,7 +31,12 @@ from propready.service.writeback import (
     run_writebacks,
 )
 from propready.settings import Settings
+from tests.integration.cli_support import run_cli
+from tests.integration.cycle_support import Clock, PmDatabase, make_settings, wired
+from tests.integration.daemon_support import write_config
 from tests.integration.tcp_proxy import CuttableProxy
+from tests.integration.test_vendor_news import LINKS, delivered_body, place_orders
+from tests.integration.test_vendor_news import store as store_webhook
 from tests.integration.writeback_support import (
     T0,
     TARGET_PASSWORD,
@@ -346,3 +357,137 @@ def test_nothing_runs_while_the_url_is_empty(state_engine: sa.Engine, state_url:
     off = Settings(state={"url": state_url}, source={"url": "sqlite:///x.db", "query": "SELECT 1"})
     assert run_writebacks(state_engine, off, "h", lambda: T0).done == 0
     assert states(state_engine) == {"pr-0001": "pending"}
+
+
+RUNBOOK = Path(__file__).resolve().parents[2] / "deploy" / "RUNBOOK.md"
+
+
+def _runbook_statements() -> list[str]:
+    section = RUNBOOK.read_text("utf-8").split("## Write-back to the PM system")[1]
+    section = section.split("\n## ")[0]
+    blocks = re.findall(r'statement = """\n(.*?)"""', section, re.S)
+    blocks += re.findall(r'^statement = "([^"].*)"$', section, re.M)
+    return blocks
+
+
+def test_the_runbooks_statements_are_idempotent_on_both_targets(
+    state_engine: sa.Engine, state_url: str, target: PmTarget
+) -> None:
+    """Every statement the runbook shows is accepted, writes its order, and run a second time
+    (the crash case) leaves one row with the same values."""
+    statements = _runbook_statements()
+    assert len(statements) == 3
+    with target.engine.begin() as connection:
+        connection.exec_driver_sql("DROP TABLE media")
+        when = "TIMESTAMPTZ" if target.kind == "postgresql" else "TEXT"
+        connection.exec_driver_sql(
+            "CREATE TABLE media (order_id VARCHAR(50) PRIMARY KEY, unit_id VARCHAR(50), "
+            f"photos_url TEXT, photo_count INTEGER, delivered_at {when})"
+        )
+    target.add_units("DEN-0001")
+    delivered_order(state_engine, 1)
+    for statement in statements:
+        settings = settings_for(state_url, target.url, statement)
+        wrote = WritebackTarget(target.url, 5)
+        try:
+            for _ in range(2):
+                assert wrote.execute(settings.writeback.statement, params_for(1)) == 1
+        finally:
+            wrote.close()
+    with target.engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT order_id, photos_url FROM media")).all()
+    assert [tuple(row) for row in rows] == [("pr-0001", "https://media.example/orders/1")]
+    assert target.photos_urls() == {"DEN-0001": "https://media.example/orders/1"}
+
+
+def test_the_cli_lists_and_retries_write_backs(
+    state_engine: sa.Engine, state_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`writeback list --state` prints the rows as JSON; `writeback retry` makes a failed one
+    due (audited with the operator) and refuses an unknown order in one line."""
+    delivered_order(state_engine, 1)
+    delivered_order(state_engine, 2)
+    missing = f"sqlite:///{tmp_path / 'no-such-pm.db'}"
+    settings = settings_for(state_url, missing)
+    assert run_writebacks(state_engine, settings, "h", lambda: T0).failed == 1
+    config = write_config(
+        tmp_path / "propready.toml",
+        {
+            "state": {"url": state_url},
+            "source": {"url": "sqlite:///unused.db", "query": "SELECT 1"},
+            "writeback": {"url": missing, "statement": UPDATE},
+        },
+    )
+    capsys.readouterr()
+    assert (
+        run_cli(
+            ["--config", str(config), "writeback", "list", "--state", "failed", "--format", "json"]
+        )
+        == 0
+    )
+    listed = json.loads(capsys.readouterr().out)
+    assert [(row["external_order_id"], row["state"]) for row in listed] == [("pr-0001", "failed")]
+    assert "no SQLite file" in listed[0]["last_error"]
+    assert (
+        run_cli(["--config", str(config), "writeback", "retry", "pr-0001", "--reason", "file back"])
+        == 0
+    )
+    assert "due now (was failed" in capsys.readouterr().out
+    assert states(state_engine) == {"pr-0001": "pending", "pr-0002": "pending"}
+    assert (
+        audit_rows(state_engine, "writeback_retry_requested")[0]["detail"]["reason"] == "file back"
+    )
+    assert run_cli(["--config", str(config), "writeback", "retry", "pr-7777", "--reason", "x"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "propready: order pr-7777: no write-back queued (it is queued when the order is "
+        "delivered and [writeback] url is set)"
+    )
+
+
+def test_run_once_writes_back_and_the_job_counts_feed_the_metric(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer, target: PmTarget
+) -> None:
+    """A cycle (`run --once`) includes the write-back step; its counts in the CycleSummary
+    become propready_writebacks_total{outcome}."""
+    base = make_settings(state_url, pm.url, sandbox.url)
+    settings = base.model_copy(update={"writeback": settings_for(state_url, target.url).writeback})
+    with wired(settings) as parts:
+        delivered_order(parts.state, 1)
+        summary = run_cycle(parts, lambda: T0)
+    assert summary.writeback_done == 1
+    assert target.media()["pr-0001"]["writes"] == 1
+    metrics = DaemonMetrics()
+    metrics.observe_job("writeback", 0.1, summary.as_dict(), None)
+    metrics.observe_job("writeback", 0.1, CycleSummary(writeback_failed=2).as_dict(), None)
+    read = metrics.registry.get_sample_value
+    assert read("propready_writebacks_total", {"outcome": "done"}) == 1
+    assert read("propready_writebacks_total", {"outcome": "failed"}) == 2
+    assert read("propready_writebacks_total", {"outcome": "given_up"}) == 0
+
+
+def test_a_delivered_webhook_is_written_back_once_end_to_end(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer, target: PmTarget
+) -> None:
+    """Orders placed at the sandbox; PlanOmatic's delivered webhook for H1 stored three times
+    (retries): the next cycles apply it and write H1's photo link back once, H2 untouched."""
+    target.add_units("H1", "H2")
+    base = make_settings(state_url, pm.url, sandbox.url)
+    settings = base.model_copy(
+        update={"writeback": settings_for(state_url, target.url, UPDATE).writeback}
+    )
+    clock = Clock(T0)
+    with wired(settings) as parts:
+        placed = place_orders(parts, pm, clock)
+        for _ in range(3):
+            store_webhook(parts, clock, delivered_body(placed["H1"]))
+        clock.now += timedelta(minutes=1)
+        summaries = [run_cycle(parts, clock) for _ in range(2)]
+        with parts.state.connect() as connection:
+            row = writebacks.find(connection, placed["H1"].external_order_id)
+    assert [s.writeback_done for s in summaries] == [1, 0]
+    assert target.photos_urls() == {"H1": LINKS["photo_manage_link"], "H2": None}
+    assert row is not None
+    assert row.state is WritebackState.DONE
+    assert row.params.delivered_at.isoformat() == "2026-11-30T10:00:00+00:00"
+    assert row.params.zillow_3d_link == LINKS["zillow_3d_link"]

@@ -118,9 +118,9 @@ def settings_for(
     )
 
 
-def params_for(n: int) -> WritebackParams:
+def params_for(n: int, property_id: str | None = None) -> WritebackParams:
     return WritebackParams(
-        external_property_id=f"DEN-{n:04d}",
+        external_property_id=property_id or f"DEN-{n:04d}",
         external_order_id=f"pr-{n:04d}",
         vendor_order_id=str(9000 + n),
         order_status="completed",
@@ -131,10 +131,12 @@ def params_for(n: int) -> WritebackParams:
     )
 
 
-def delivered_order(state: sa.Engine, n: int, at: datetime = T0) -> int:
+def delivered_order(
+    state: sa.Engine, n: int, at: datetime = T0, *, property_id: str | None = None
+) -> int:
     """An order row as the lifecycle step leaves it, with its write-back queued in the same
     transaction (as the lead wires it); the order's id."""
-    values = params_for(n)
+    values = params_for(n, property_id)
     with state.begin() as connection:
         order_id = int(
             connection.execute(

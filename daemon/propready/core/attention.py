@@ -151,7 +151,7 @@ KINDS: Mapping[AttentionKind, KindInfo] = {
         "write-back to the PM failed",
         "write-backs to the PM failed",
         "fix the write-back target, then retry it",
-        "propready audit --order {order} --kind writeback_failed",
+        "propready writeback retry {order} --reason TEXT",
         24,
     ),
 }
