@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -35,7 +36,14 @@ from tests.integration.console_support import (
     orders_awaiting_approval,
     serve_console,
 )
-from tests.integration.cycle_support import API_KEY, SECRET_CODE, Clock, PmDatabase, wired
+from tests.integration.cycle_support import (
+    API_KEY,
+    REPO,
+    SECRET_CODE,
+    Clock,
+    PmDatabase,
+    wired,
+)
 
 
 @dataclass(frozen=True)
@@ -541,3 +549,99 @@ def test_reorder_goes_through_the_live_rules_and_is_audited_with_the_user(
                 if o.external_property_id == "H2"
             )
         assert states == ["awaiting_approval", "canceled"]
+
+
+def test_refusals_on_pages_are_one_clear_message(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """A rule folder that does not load, a bad filter on the CSV export, a snooze for no known
+    duration, an unknown action: each answered on the page, never a server error."""
+    clock = Clock()
+    broken = tmp_path / "rules"
+    broken.mkdir()
+    (broken / "bad.yaml").write_text("rules: [this is: not: valid\n")
+    settings = console_settings(state_url, pm, sandbox)
+    ids = orders_awaiting_approval(settings, pm, clock)
+    settings = settings.model_copy(
+        update={"rules": settings.rules.model_copy(update={"path": broken})}
+    )
+    with serve_console(settings, now=clock) as served, served.client() as client:
+        add_users(served.state, clock, "alice")
+        assert log_in(client, "alice").status_code == 303
+        rules = client.get("/rules")
+        assert rules.status_code == 200
+        assert "cannot be loaded" in rules.text
+        assert "bad.yaml" in rules.text
+        assert client.get("/audit.csv?kind=made_up").status_code == 400
+        token = csrf_of(client.get("/"))
+        snooze = client.post(
+            "/attention/snooze",
+            data={
+                "csrf_token": token,
+                "item": f"approval:{ids['H1']}",
+                "for": "soon",
+                "reason": "x",
+            },
+        )
+        assert snooze.status_code == 409
+        unknown = client.post(f"/orders/{ids['H1']}/explode", data={"csrf_token": token})
+        assert unknown.status_code == 404
+        assert order_state(served.state, ids["H1"]) == "awaiting_approval"
+
+
+def test_an_order_a_budget_held_is_approved_over_budget_only_with_a_reason(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """The budget is re-checked on approval (from the live rule files): refused without a
+    reason, refused while the rule files cannot be loaded, approved over budget with one."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    shutil.copy(REPO / "rules" / "readiness.yaml", rules)
+    budgets = (
+        "budgets:\n  - {name: one-a-day, billing_entity_slug: '*', period: day, max_orders: 1}\n"
+    )
+    (rules / "budgets.yaml").write_text(budgets)
+    settings = console_settings(state_url, pm, sandbox)
+    settings = settings.model_copy(
+        update={
+            "rules": settings.rules.model_copy(update={"path": rules}),
+            "orders": settings.orders.model_copy(update={"mode": "live"}),
+        }
+    )
+    clock = Clock()
+    with wired(settings) as parts:
+        run_cycle(parts, clock)
+        pm.set("H1", status="Vacant Unrented Ready")
+        pm.set("H2", status="Vacant Unrented Ready")
+        clock.now += timedelta(minutes=5)
+        run_cycle(parts, clock)
+        with parts.state.connect() as connection:
+            [held] = [
+                o for o in outbox.list_orders(connection) if o.state.value == "awaiting_approval"
+            ]
+    assert held.held_by_budget == "one-a-day"
+    with serve_console(settings, now=clock) as served, served.client() as client:
+        add_users(served.state, clock, "alice")
+        assert log_in(client, "alice").status_code == 303
+        page = client.get(f"/orders/{held.external_order_id}")
+        assert "Approve over budget" in page.text
+        token = csrf_of(page)
+        url = f"/orders/{held.external_order_id}/approve"
+        plain = client.post(url, data={"csrf_token": token})
+        assert plain.status_code == 409
+        assert "--over-budget" in plain.text
+        (rules / "budgets.yaml").write_text("budgets: [nope\n")
+        unreadable = client.post(
+            url, data={"csrf_token": token, "over_budget": "yes", "reason": "x"}
+        )
+        assert unreadable.status_code == 409
+        assert "rule files cannot be loaded" in unreadable.text
+        (rules / "budgets.yaml").write_text(budgets)
+        over = client.post(
+            url, data={"csrf_token": token, "over_budget": "yes", "reason": "open house Friday"}
+        )
+        assert over.status_code == 303
+        assert order_state(served.state, held.external_order_id) == "planned"
+        [row] = audit_rows(served.state, "order_approved")
+        assert row["detail"]["approved_by"] == "alice"
+        assert row["detail"]["over_budget_reason"] == "open house Friday"

@@ -567,6 +567,10 @@ class Console:
                 return self._refuse(visit, 404, f"no action {action!r}")
         except (OrderActionError, VendorError) as exc:
             return self._order(visit, error=REDACTOR.scrub_text(str(exc)), status=409)
+        except RuleFileError as exc:  # a budget-held order is re-checked against the rules
+            problem = REDACTOR.scrub_text(str(exc.problems[0])) if exc.problems else "unreadable"
+            error = f"the rule files cannot be loaded, so budgets cannot be re-checked: {problem}"
+            return self._order(visit, error=error, status=409)
         target = f"/orders/{external_order_id}?" + urlencode(
             {"done": done, "what": external_order_id}
         )
