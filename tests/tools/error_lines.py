@@ -98,6 +98,12 @@ COMMANDS: dict[str, Command] = {
     "reorder": Command(("reorder", "H1", "--reason", "reshoot"), _RULES | {SOURCE_DOWN, QUERY_ERROR}),
     "writeback list": Command((), _STATE_ONLY),
     "writeback retry": Command(("writeback", "retry", "pr-none", "--reason", "fixed"), _STATE_ONLY),
+    "users add": Command(("users", "add", "walker", "--role", "viewer", "--no-password"), _STATE_ONLY),
+    "users passwd": Command(("users", "passwd", "walker", "--password-file", "{tmp}/password.txt"), _STATE_ONLY),
+    "users list": Command((), _STATE_ONLY),
+    "users remove": Command(("users", "remove", "walker"), _STATE_ONLY),
+    "users disable": Command(("users", "disable", "walker"), _STATE_ONLY),
+    "users enable": Command(("users", "enable", "walker"), _STATE_ONLY),
 }  # fmt: skip
 
 
@@ -280,6 +286,7 @@ def environment(tmp: Path) -> Iterator[Environment]:
     empty.mkdir()
     (tmp / "deployed").mkdir()
     (tmp / "deployed" / "propready.service").write_text("# the operator's own copy\n")
+    (tmp / "password.txt").write_text("a-long-enough-walk-password\n")
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))  # bound but not listening: connections are refused
     busy = socket.socket()
