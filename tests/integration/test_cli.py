@@ -127,8 +127,9 @@ def test_run_once_end_to_end_on_postgresql(
     assert propready("db", "upgrade", env=env).returncode == 0
     check = propready("check", env=env)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert check.stdout.count("PASS") == 9
+    assert check.stdout.count("PASS") == 10
     assert "PASS notify: no urls: notifications are off" in check.stdout
+    assert "PASS writeback: no url: write-back is off" in check.stdout
     assert propready("run", "--once", env=env).returncode == 0
     pm.set("H2", status="Vacant Unrented Ready")
     pm.close()
