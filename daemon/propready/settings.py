@@ -36,6 +36,7 @@ from sqlalchemy.exc import ArgumentError
 
 from propready.adapters.database_urls import same_database
 from propready.notify_settings import NotifySettings
+from propready.writeback_settings import WritebackSettings
 
 DEFAULT_CONFIG_PATH = Path("/etc/propready/propready.toml")
 ENV_PREFIX = "PROPREADY_"
@@ -248,6 +249,88 @@ class WebhooksSettings(_Section):
         return [token for token in tokens if token]
 
 
+# --- [console]: the web console served by `propready serve` -----------------------------------
+
+CONSOLE_SECRET_MIN = 32
+
+
+class ConsoleSettings(_Section):
+    """The web console (`propready serve`); off while `listen` is empty."""
+
+    listen: str = ""  # HOST:PORT, e.g. 127.0.0.1:8720, behind a TLS reverse proxy
+    # password: users in the state database (`propready users add`); proxy: a reverse proxy
+    # that authenticated the person (oauth2-proxy) names them in `proxy_user_header`.
+    auth: Literal["password", "proxy"] = "password"
+    proxy_user_header: str = Field(default="X-Forwarded-User", pattern=r"^[A-Za-z0-9-]{1,100}$")
+    # Addresses (or networks) of the reverse proxies whose X-Forwarded-Proto and user header
+    # are believed; from any other peer those headers are ignored. Never "*".
+    trusted_proxies: tuple[str, ...] = ()
+    # Signs the session and CSRF cookies; better as the systemd credential
+    # console__session_secret. At least 32 characters.
+    session_secret: SecretStr = SecretStr("")
+    # Mark cookies Secure (sent over https only); plain http on loopback still works.
+    cookie_secure: bool = True
+    session_hours: float = Field(default=12, gt=0, le=24 * 30)
+    login_max_failures: int = Field(default=5, ge=1, le=1000)
+    login_lockout_minutes: float = Field(default=15, gt=0, le=24 * 60)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        return _listen_address(value, "127.0.0.1:8720")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network (no host names, never *)"
+                ) from None
+        return value
+
+    @field_validator("session_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and len(value.get_secret_value()) < CONSOLE_SECRET_MIN:
+            raise ValueError(
+                f"must be at least {CONSOLE_SECRET_MIN} characters; generate one with: "
+                "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _complete_when_listening(self) -> ConsoleSettings:
+        if not self.listen:
+            return self
+        if self.auth == "password" and not self.session_secret.get_secret_value():
+            raise ValueError(
+                "console.session_secret is required when console.listen is set with "
+                'auth = "password" (a credential named console__session_secret, or '
+                "PROPREADY_CONSOLE__SESSION_SECRET; at least 32 characters)"
+            )
+        if self.auth == "proxy" and not self.trusted_proxies:
+            raise ValueError(
+                'console.trusted_proxies is required with auth = "proxy" (the reverse '
+                'proxy\'s address, e.g. ["127.0.0.1"])'
+            )
+        return self
+
+    def is_trusted_proxy(self, host: str | None) -> bool:
+        """Whether a peer address is one of `trusted_proxies`."""
+        if not host:
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(
+            address in ipaddress.ip_network(entry, strict=False) for entry in self.trusted_proxies
+        )
+
+
 class DaemonSettings(_Section):
     """How `propready run` schedules its jobs, shares work with other hosts, and stops."""
 
@@ -293,6 +376,8 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     webhooks: WebhooksSettings = WebhooksSettings()
     notify: NotifySettings = NotifySettings()
+    writeback: WritebackSettings = WritebackSettings()  # off while url is empty
+    console: ConsoleSettings = ConsoleSettings()  # the web console (`propready serve`)
 
     @classmethod
     def settings_customise_sources(
@@ -325,6 +410,8 @@ class Settings(BaseSettings):
             self.planomatic.api_key.get_secret_value(),
             *self.webhooks.valid_tokens(),
             *self.notify.secret_values(),
+            *self.writeback.secret_values(),
+            self.console.session_secret.get_secret_value(),
         ]
         for url in (self.state.url, self.source.url):
             try:
@@ -480,6 +567,10 @@ def settings_summary(settings: Settings) -> Mapping[str, Any]:
     for name in ("token", "previous_token"):
         is_set = getattr(settings.webhooks, name).get_secret_value()
         data["webhooks"][name] = "set" if is_set else ""
+    data["writeback"]["url"] = "set" if settings.writeback.enabled else ""
+    data["console"]["session_secret"] = (
+        "set" if settings.console.session_secret.get_secret_value() else ""
+    )
     for section in ("state", "source"):
         data[section]["url"] = re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", data[section]["url"])
     return data

@@ -8,25 +8,33 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from propready.adapters.catalog_file import load_catalog
 from propready.adapters.database_urls import open_engine
 from propready.adapters.planomatic import PlanomaticClient
+from propready.adapters.rulefiles import load_rule_set
 from propready.adapters.source import create_source_engine
 from propready.adapters.store import audit
 from propready.adapters.store.engine import create_state_engine
+from propready.core.budgets import Budget
 from propready.core.catalog import Catalog
+from propready.core.rules import RuleSet
 from propready.receiver.app import create_webhook_app
 from propready.receiver.metrics import ServeMetrics
 from propready.receiver.server import Listener
 from propready.receiver.store_queue import StoreQueue
 from propready.receiver.tokens import TokenChecker
 from propready.service import Components, Pacer
-from propready.service.rules_reload import load_checked_rules
+from propready.service.reorder import Reordered, reorder
+from propready.service.rules_reload import load_catalog_or_refuse, load_checked_rules
 from propready.service.webhook_intake import intake_for, state_reachable
 from propready.settings import Settings
+
+if TYPE_CHECKING:  # the console (Jinja2, argon2) is imported only by `serve` with [console]
+    from propready.console.deps import ConsoleDeps, ReorderRequest
 
 
 def utc_now() -> datetime:
@@ -193,5 +201,70 @@ def serve_listeners(settings: Settings, state: sa.Engine, metrics: ServeMetrics)
         writers = serve_store_concurrency(settings)
         listen = settings.webhooks.listen
         listeners.append(webhook_listener(listen, state, tokens, metrics, writers))
-    # The web console's listener ([console] listen) joins here, as its own Listener.
+    if settings.console.listen:
+        listeners.append(console_listener(settings))
     return listeners
+
+
+# --- the web console ([console], served by `propready serve`) ---------------------------------
+
+
+def console_deps(settings: Settings, state: sa.Engine) -> ConsoleDeps:
+    """The console's real collaborators: the same service functions the CLI calls."""
+    from propready.adapters.store.deliverables import deliverables_for
+    from propready.console.deps import ConsoleDeps
+
+    @contextmanager
+    def vendor() -> Iterator[PlanomaticClient | None]:
+        client = None if settings.orders.mode == "dry_run" else vendor_client(settings)
+        try:
+            yield client
+        finally:
+            if client is not None:
+                client.close()
+
+    def rules() -> tuple[RuleSet, Catalog]:
+        catalog = load_catalog_or_refuse(settings.rules.catalog_path)
+        return load_rule_set(settings.rules.path, catalog), catalog
+
+    def budgets() -> tuple[Budget, ...]:
+        return rules()[0].budgets
+
+    def reorder_home(request: ReorderRequest) -> Reordered:
+        with components(settings) as parts:
+            return reorder(
+                parts,
+                request.external_property_id,
+                reason=request.reason,
+                by=request.by,
+                now=utc_now(),
+                ignore_window=request.ignore_window,
+            )
+
+    return ConsoleDeps(
+        settings=settings,
+        state=state,
+        now=utc_now,
+        vendor=vendor,
+        budgets=budgets,
+        rules=rules,
+        reorder=reorder_home,
+        deliverables=deliverables_for,  # the links and photos the vendor's news delivered
+    )
+
+
+def console_listener(settings: Settings) -> Listener:
+    """The console on [console] listen, with a state engine of its own (pages read while the
+    webhook listener's single SQLite writer works)."""
+    from propready.console.app import create_console_app
+
+    state = state_engine(settings, connect=False)
+    app = create_console_app(console_deps(settings, state))
+    return Listener(
+        "console",
+        "console.listen",
+        settings.console.listen,
+        app,
+        close=state.dispose,
+        proxy_headers=False,
+    )

@@ -43,6 +43,10 @@ from tests.integration.cycle_support import QUERY, REPO, PmDatabase, home
 CONFIG, STATE, SOURCE_URL, SOURCE_DOWN, QUERY_ERROR = "config", "state", "source_url", "source_down", "query"  # fmt: skip
 RULES, CATALOG, VENDOR, METRICS, PORT = "rules", "catalog", "vendor", "metrics", "port"
 DEPLOY, WEBHOOKS = "deploy", "webhooks"
+WRITEBACK = "writeback"  # the write-back target (a config mistake there is CONFIG)
+WRITEBACK_STATEMENT = (
+    "UPDATE units SET photos_url = :photo_manage_link WHERE unit_id = :external_property_id"
+)
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ _RULES = frozenset({CONFIG, STATE, SOURCE_URL, RULES, CATALOG})
 COMMANDS: dict[str, Command] = {
     "run": Command((), _RULES | {METRICS}, forever=True),
     "run --once": Command(("run", "--once"), _RULES | {SOURCE_DOWN, QUERY_ERROR}),
-    "check": Command((), _RULES | {SOURCE_DOWN, QUERY_ERROR, VENDOR}),
+    "check": Command((), _RULES | {SOURCE_DOWN, QUERY_ERROR, VENDOR, WRITEBACK}),
     "db upgrade": Command((), _STATE_ONLY),
     "db current": Command((), _STATE_ONLY),
     "rules check": Command((), frozenset({CONFIG, RULES, CATALOG})),
@@ -92,6 +96,8 @@ COMMANDS: dict[str, Command] = {
     "attention snooze": Command(("attention", "snooze", "unknown:pr-none", "--for", "4h", "--reason", "later"), _STATE_ONLY),
     "notify test": Command((), frozenset({CONFIG})),
     "reorder": Command(("reorder", "H1", "--reason", "reshoot"), _RULES | {SOURCE_DOWN, QUERY_ERROR}),
+    "writeback list": Command((), _STATE_ONLY),
+    "writeback retry": Command(("writeback", "retry", "pr-none", "--reason", "fixed"), _STATE_ONLY),
 }  # fmt: skip
 
 
@@ -159,6 +165,17 @@ def mistakes(env: Environment) -> list[Mistake]:
                 {"rules": {"path": str(env.empty_dir)}}),
         Mistake("catalog_missing", "rules.catalog_path: does not exist", CATALOG,
                 "rules.catalog_path", {"rules": {"catalog_path": str(env.tmp / "catalog.yaml")}}),
+        Mistake("writeback_postgres_scheme", "writeback.url: `postgres://...`", CONFIG,
+                "writeback.url", {"writeback": {"url": "postgres://root:s3cret@127.0.0.1/pm",
+                                                "statement": WRITEBACK_STATEMENT}}),
+        Mistake("writeback_two_statements", "writeback.statement: two statements", CONFIG,
+                "writeback.statement",
+                {"writeback": {"url": f"sqlite:///{env.tmp / 'pm-target.db'}",
+                               "statement": WRITEBACK_STATEMENT + "; DELETE FROM units"}}),
+        Mistake("writeback_refused", f"writeback.url: PostgreSQL on {closed}, nobody listening",
+                WRITEBACK, "writeback",
+                {"writeback": {"url": f"postgresql+psycopg://root:s3cret@{closed}/pm",
+                               "statement": WRITEBACK_STATEMENT}}),
         Mistake("deploy_overwrite", "deploy-files into a folder that has the files", DEPLOY,
                 "--force"),
     ]  # fmt: skip

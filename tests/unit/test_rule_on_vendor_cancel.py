@@ -34,4 +34,4 @@ def test_another_value_is_refused_with_file_line_and_the_choices() -> None:
     (problem,) = [str(p) for p in caught.value.problems]
     assert problem.startswith("r.yaml:8")
     assert "on_vendor_cancel" in problem
-    assert "'reorder' or 'notify'" in problem
+    assert "expected 'reorder' or 'notify', got the text 'retry'" in problem

@@ -128,6 +128,8 @@ def _reason(error: Any, model: type[BaseModel], path: YamlPath) -> str:
         return "must not be empty"
     if kind in ("dict_type", "model_type"):
         return "expected a mapping (key: value), " + describe(value)
+    if kind == "literal_error":
+        return f"expected {ctx.get('expected', 'one of the allowed values')}, {describe(value)}"
     if kind == "list_type":
         return "expected a list, " + describe(value)
     return str(error["msg"])

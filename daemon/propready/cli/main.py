@@ -29,7 +29,9 @@ from propready.cli.sandbox_command import sandbox_command
 from propready.cli.sending_commands import sending_group
 from propready.cli.serve_command import serve_command
 from propready.cli.simulate_command import simulate_command
+from propready.cli.users_commands import users_group
 from propready.cli.webhooks_commands import webhooks_group
+from propready.cli.writeback_commands import writeback_group
 from propready.log import REDACTOR
 from propready.service.preflight import rule_problems_line
 from propready.settings import ConfigError
@@ -81,6 +83,8 @@ for command in (
     deploy_files_command,
     attention_group,
     notify_group,
+    writeback_group,
+    users_group,  # the web console's users
 ):
     cli.add_command(command)
 

@@ -1,4 +1,4 @@
-"""`propready serve`: the webhook receiver (and, later, the web console) until SIGTERM."""
+"""`propready serve`: the webhook receiver and the web console until SIGTERM."""
 
 from __future__ import annotations
 
@@ -31,16 +31,22 @@ def serve_command(ctx: click.Context) -> None:
     rotation [webhooks] previous_token is accepted too. SIGTERM finishes the deliveries in
     flight and exits 0.
 
+    With [console] listen set it also serves the web console on that address (its own
+    listener): attention, orders, homes, spend, rules and the audit log for the users of
+    `propready users` (or behind an authenticating proxy, [console] auth = "proxy").
+
     \b
     Examples:
       propready --config /etc/propready/propready.toml serve
       curl -s http://127.0.0.1:8710/healthz
+      xdg-open http://127.0.0.1:8720/    # the console, with [console] listen set
     """
     settings = settings_from(ctx, logs_to_stdout=True)
-    if not settings.webhooks.listen:
+    if not settings.webhooks.listen and not settings.console.listen:
         click.echo(
             "propready: nothing to serve: set [webhooks] listen (for example "
-            '"127.0.0.1:8710") and [webhooks] token',
+            '"127.0.0.1:8710") and [webhooks] token, and/or [console] listen (for example '
+            '"127.0.0.1:8720")',
             err=True,
         )
         ctx.exit(2)

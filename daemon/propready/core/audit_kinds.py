@@ -45,6 +45,7 @@ class AuditKind(StrEnum):
     ORDER_CANCELED_BY_VENDOR = "order_canceled_by_vendor"
     WRITEBACK_DONE = "writeback_done"
     WRITEBACK_FAILED = "writeback_failed"
+    WRITEBACK_RETRY_REQUESTED = "writeback_retry_requested"  # `propready writeback retry`
     # sending as a whole (the vendor refused the API key, or an operator paused it)
     SENDING_PAUSED = "sending_paused"
     SENDING_RESUMED = "sending_resumed"
@@ -63,3 +64,12 @@ class AuditKind(StrEnum):
     # people: attention items acknowledged or snoozed (`propready attention ack|snooze`)
     ATTENTION_ACKNOWLEDGED = "attention_acknowledged"
     ATTENTION_SNOOZED = "attention_snoozed"
+    # the web console: its users (`propready users ...`) and logins
+    CONSOLE_USER_ADDED = "console_user_added"
+    CONSOLE_USER_REMOVED = "console_user_removed"
+    CONSOLE_USER_PASSWORD_CHANGED = "console_user_password_changed"  # noqa: S105 (a kind)
+    CONSOLE_USER_DISABLED = "console_user_disabled"
+    CONSOLE_USER_ENABLED = "console_user_enabled"
+    CONSOLE_LOGIN = "console_login"
+    CONSOLE_LOGIN_FAILED = "console_login_failed"
+    CONSOLE_LOGOUT = "console_logout"

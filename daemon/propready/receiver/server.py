@@ -35,6 +35,9 @@ class Listener:
     listen: str  # HOST:PORT; port 0 picks a free one (tests)
     app: ASGIApp
     close: Callable[[], None] | None = None  # after the listener stopped (its writer threads)
+    # uvicorn's X-Forwarded-* handling; the console reads them itself, only from its
+    # [console] trusted_proxies, so it turns uvicorn's off.
+    proxy_headers: bool = True
 
 
 class ListenError(Exception):
@@ -58,7 +61,8 @@ class ReceiverServer:
             self.close()
             raise
         self._servers = [
-            _Server(_config(listener.app, graceful_seconds)) for listener in self._listeners
+            _Server(_config(listener.app, graceful_seconds, listener.proxy_headers))
+            for listener in self._listeners
         ]
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
@@ -144,9 +148,10 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _config(app: ASGIApp, graceful_seconds: float) -> uvicorn.Config:
+def _config(app: ASGIApp, graceful_seconds: float, proxy_headers: bool = True) -> uvicorn.Config:
     return uvicorn.Config(
         app,
+        proxy_headers=proxy_headers,
         lifespan="off",
         log_config=None,  # keep propready's logging set-up
         access_log=False,  # it would log the path, token included; access_log.py logs instead

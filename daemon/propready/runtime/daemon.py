@@ -11,6 +11,8 @@ never overlaps itself):
                  orders without vendor news for orders.reconcile_after_hours (sync_share)
     apply_news   every daemon.apply_news_interval_seconds: stored webhook deliveries -> orders
     notify       every notify.interval_seconds: facts for people, grouped messages, the digest
+    writeback    every writeback.interval_seconds: delivered orders written back to the PM
+                 system (a run does nothing while writeback.url is empty)
     rules_watch  every 2 s: reload the rule files when they change on disk
     audit_anchor every daemon.audit_anchor_interval_seconds: publish the audit chain's head
 
@@ -58,6 +60,7 @@ from propready.service.checkpoints import CHECKPOINT
 from propready.service.rules_reload import RuleReloader
 from propready.service.status_sync import reconcile_statuses
 from propready.service.vendor_news import Applier
+from propready.service.writeback import writeback_step
 from propready.settings import ConfigError, Settings, load_settings
 from propready.wiring import pacer_for, vendor_client
 
@@ -67,7 +70,7 @@ RULES_WATCH_SECONDS = 2.0
 MAIN_LOOP_SECONDS = 0.2  # how quickly the main thread notices a signal's flag
 HEARTBEAT_SECONDS = 5.0  # health gauge and watchdog checks when systemd asks for no watchdog
 QUIET_JOBS = frozenset(
-    {"send", "recovery", "status_sync", "audit_anchor", "notify", "apply_news"}
+    {"send", "recovery", "status_sync", "audit_anchor", "notify", "apply_news", "writeback"}
 )  # logged at debug when idle
 
 
@@ -267,6 +270,16 @@ class Daemon:
                 now,
             )
         )
+        # Scheduled even while writeback.url is empty (a run then does nothing), so a SIGHUP
+        # that sets it takes effect without a restart.
+        jobs.append(
+            (
+                "writeback",
+                self._writeback,
+                settings.writeback.interval_seconds,
+                now + timedelta(seconds=10),
+            )
+        )
         if settings.source.cursor_column is not None:
             # The gate in the poll skips it when a full pass ran recently (on any host).
             first_full = now + timedelta(seconds=min(60, settings.source.poll_interval_seconds))
@@ -430,6 +443,9 @@ class Daemon:
         run = notify_step(self.parts, self.clock, summary, observer=self.metrics.notification)
         self.health.set_failing_channels(run.failing)
         self.metrics.set_failing_channels(run.failing, self.clock())
+
+    def _writeback(self, summary: CycleSummary) -> None:
+        writeback_step(self.parts, self.clock, summary)  # counts feed propready_writebacks_total
 
     def _refresh_order_gauge(self) -> None:
         try:

@@ -186,6 +186,13 @@ class DaemonMetrics:
             ["channel"],
             registry=reg,
         )
+        # Write-back (service/writeback.py): outcome done | failed | given_up.
+        self.writebacks = Counter(
+            "propready_writebacks_total",
+            "Write-back attempts of delivered orders to the PM system, by outcome.",
+            ["outcome"],
+            registry=reg,
+        )
         self.healthy = Gauge(
             "propready_healthy",
             "1 when /healthz reports healthy (or still starting), 0 when unhealthy.",
@@ -231,6 +238,9 @@ class DaemonMetrics:
             **{key: self.vendor_news.labels(label) for key, label in NEWS_OUTCOMES.items()},
             **{key: self.lifecycle_events.labels(label) for key, label in LIFECYCLE_EVENTS.items()},
             "status_checked": self.reconcile_retrieves,
+            "writeback_done": self.writebacks.labels("done"),
+            "writeback_failed": self.writebacks.labels("failed"),
+            "writeback_given_up": self.writebacks.labels("given_up"),
         }
         self._lock = threading.Lock()  # for the label swaps below, which take several steps
         self._order_states_seen: set[str] = set(ORDER_STATES)

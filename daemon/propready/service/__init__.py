@@ -22,6 +22,7 @@ from propready.service.recovery import recover
 from propready.service.send import send_due
 from propready.service.status_sync import reconcile_statuses
 from propready.service.vendor_news import apply_news
+from propready.service.writeback import writeback_step
 
 __all__ = [
     "Components",
@@ -33,6 +34,7 @@ __all__ = [
     "recover",
     "run_cycle",
     "send_due",
+    "writeback_step",
 ]
 
 log = structlog.get_logger("propready.service")
@@ -42,8 +44,8 @@ def run_cycle(
     components: Components, now: Callable[[], datetime], *, respect_backoff: bool = True
 ) -> CycleSummary:
     """One cycle: recover, poll and decide, send what is due, apply the vendor's stored webhook
-    deliveries, reconcile orders without news, then tell people what needs them
-    (`propready run --once`).
+    deliveries, reconcile orders without news, write delivered orders back, then tell people what
+    needs them (`propready run --once`).
 
     A source that cannot be read is reported in the summary, not raised: sending goes on.
     """
@@ -54,6 +56,7 @@ def run_cycle(
     send_due(components, now, summary)
     apply_news(components, now, summary)
     reconcile_statuses(components, now(), summary)
+    writeback_step(components, now, summary)  # delivered orders written back to the PM system
     notify_step(components, now, summary)
     attention = summary.invalid or summary.rejected or summary.unknown  # a person must look
     (log.warning if attention else log.info)(

@@ -75,6 +75,10 @@ CRASH_POINTS = frozenset(
         "delivery_after_commit",
         "notify_after_send",  # a notification sent, its outcome not yet recorded
         "apply_before_commit",  # a delivery applied to its order, the transaction not committed
+        # write-back: the statement ran on the target, not committed there / committed there
+        # and not yet recorded in the state database
+        "writeback_before_target_commit",
+        "writeback_after_target_commit",
     }
 )
 
@@ -165,6 +169,9 @@ class CycleSummary:
     delivered: int = 0  # orders the vendor delivered
     vendor_canceled: int = 0  # orders the vendor canceled
     vendor_reordered: int = 0  # homes re-ordered after a vendor cancel (on_vendor_cancel)
+    writeback_done: int = 0  # delivered orders written back to the PM system
+    writeback_failed: int = 0  # write-back attempts that failed (retried with backoff)
+    writeback_given_up: int = 0  # write-backs that failed for give_up_after_hours
 
     def as_dict(self) -> dict[str, int | float | bool | str | None]:
         return dict(self.__dict__)

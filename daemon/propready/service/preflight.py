@@ -36,8 +36,10 @@ from propready.core.planning import OrderPlan, PlanProblem, plan_order
 from propready.core.rules import RuleSet
 from propready.core.simulation import ExistingOrder, Outcome, Standing, simulate, standing
 from propready.core.triggers import TriggerMemory
+from propready.service.console_check import console_check_lines
 from propready.service.notify import check_lines as notify_check_lines
 from propready.service.rules_reload import load_catalog_or_refuse, pending_refusals
+from propready.service.writeback import check_lines as writeback_check_lines
 from propready.settings import Settings
 
 IDS_SHOWN = 3  # property ids listed per grouped reason
@@ -96,11 +98,13 @@ def run_checks(
         lines.extend(check_polls(settings))
         lines.extend(check_sending(settings))
         lines.extend(check_audit_guard(settings))
+        lines.extend(CheckLine(*line) for line in console_check_lines(settings))  # [console]
     lines.append(source_line)
     if loaded is not None and source_line.ok:
         lines.append(check_orders(settings, *loaded, now, on_row=on_row))
     lines.append(check_vendor(settings))
     lines.extend(CheckLine(*line) for line in notify_check_lines(settings, now))
+    lines.extend(CheckLine(*line) for line in writeback_check_lines(settings))
     lines.extend(check_exposure(settings))
     return lines
 

@@ -29,20 +29,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
 import structlog
 
 from propready.adapters.source import SourceUnavailable
-from propready.adapters.store import audit, deliverables, deliveries, lifecycle, outbox
+from propready.adapters.store import audit, deliverables, deliveries, lifecycle, outbox, writebacks
 from propready.adapters.store.engine import reading
 from propready.adapters.store.schema import audit_log
 from propready.core.audit_kinds import AuditKind
 from propready.core.orders import Order, OrderState
 from propready.core.vendor_news import MalformedNews, VendorNews
 from propready.core.vendor_status import StatusPoint, is_canceled, is_delivered, is_newer
+from propready.core.writeback import WritebackParams
 from propready.service.components import Components, CycleSummary, crash_point
 from propready.service.prices import apply_vendor_price
 from propready.service.send import order_refs
@@ -280,14 +281,33 @@ def apply_to_order(
                 **where,
             },
         )
-        _on_delivered(connection, order, news, now)
+        if components.settings.writeback.enabled:
+            _enqueue_writeback(connection, order, news, delivered_at, now)
     lifecycle.record_news(connection, order.id, values)
     return result
 
 
-def _on_delivered(connection: sa.Connection, order: Order, news: VendorNews, now: datetime) -> None:
-    """Called once per order, inside the transaction that records its delivery."""
-    # write-back is enqueued here
+def _enqueue_writeback(
+    connection: sa.Connection, order: Order, news: VendorNews, delivered_at: datetime, now: datetime
+) -> None:
+    """Queue the order's write-back in the transaction that records its delivery, so both commit
+    together or neither does (the transactional outbox); once per order, whatever repeats."""
+    photos = len(news.photos)
+    writebacks.enqueue_writeback(
+        connection,
+        order.id,
+        WritebackParams(
+            external_property_id=order.external_property_id,
+            external_order_id=order.external_order_id,
+            vendor_order_id=news.vendor_order_id or order.vendor_order_id,
+            order_status=news.status or "delivered",
+            delivered_at=delivered_at.astimezone(UTC),
+            photo_manage_link=news.links.get("photo_manage_link"),
+            zillow_3d_link=news.links.get("zillow_3d_link") or news.links.get("tour_link"),
+            photo_count=photos or None,
+        ),
+        now,
+    )
 
 
 def on_vendor_cancel(components: Components, order: Order) -> Literal["reorder", "notify"]:

@@ -111,6 +111,8 @@ def query_events(
     billing_entity_slug: str | None = None,
     external_order_id: str | None = None,
     newest_first: bool = False,
+    before_id: int | None = None,
+    after_id: int | None = None,
 ) -> list[dict[str, Any]]:
     """Audit events matching every given filter, oldest first (or the newest `limit`, newest
     first).
@@ -126,10 +128,27 @@ def query_events(
             _rows_of_orders(orders.c.billing_entity_slug == billing_entity_slug)
         )
     if external_order_id is not None:
+        # The order's id and its events are looked up first, so the filter is an OR of three
+        # indexed equalities instead of subqueries (an order's story on a large audit log).
+        order_ids = list(
+            connection.execute(
+                sa.select(orders.c.id).where(orders.c.external_order_id == external_order_id)
+            ).scalars()
+        )
+        event_ids = []
+        if order_ids:
+            event_ids = list(
+                connection.execute(
+                    sa.select(audit_log.c.event_id)
+                    .where(audit_log.c.order_id.in_(order_ids), audit_log.c.event_id.is_not(None))
+                    .distinct()
+                ).scalars()
+            )
         statement = statement.where(
             sa.or_(
                 audit_log.c.external_order_id == external_order_id,
-                _rows_of_orders(orders.c.external_order_id == external_order_id),
+                audit_log.c.order_id.in_(order_ids),
+                audit_log.c.event_id.in_(event_ids),
             )
         )
     if external_property_id is not None:
@@ -142,6 +161,10 @@ def query_events(
         statement = statement.where(audit_log.c.at >= since)
     if until is not None:
         statement = statement.where(audit_log.c.at < until)
+    if before_id is not None:  # keyset pagination (the console's pages and CSV export)
+        statement = statement.where(audit_log.c.id < before_id)
+    if after_id is not None:
+        statement = statement.where(audit_log.c.id > after_id)
     statement = statement.limit(limit)
     return [dict(row) for row in connection.execute(statement).mappings()]
 

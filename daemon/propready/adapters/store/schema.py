@@ -162,6 +162,9 @@ orders = sa.Table(
     sa.Index(None, "budget_day", "billing_entity_slug"),
     sa.Index(None, "state", "vendor_news_at"),  # migration 0013: reconciliation
     sa.Index(None, "vendor_order_id"),  # migration 0013: deliveries are matched by it
+    # the console's order lists: newest first by id, filtered (migration 0015)
+    sa.Index(None, "state", "id"),
+    sa.Index(None, "billing_entity_slug", "id"),
     # Not declared here because alembic cannot compare them: on PostgreSQL the exclusion
     # constraint ex_orders_duplicate_window (btree_gist), on SQLite the trigger
     # orders_duplicate_window; both created by migration 0002.
@@ -233,6 +236,8 @@ audit_log = sa.Table(
     # The analyst views join an order's rows and an event's rows on these.
     sa.Index(None, "order_id"),
     sa.Index(None, "event_id"),
+    # an order's story (`audit --order`, the console's order page; migration 0015)
+    sa.Index(None, "external_order_id"),
 )
 
 # One row that every audit writer on PostgreSQL locks (by updating it once per transaction) before
@@ -380,4 +385,48 @@ attention_silence = sa.Table(
     sa.Column("reason", sa.Text(), nullable=False),
     sa.Column("silenced_by", sa.String(255), nullable=False),
     sa.Column("at", UtcDateTime, nullable=False),
+)
+
+# --- Write-back of delivered orders to the PM system (migration 0014) --------------------------
+
+# The write-back outbox: one row per delivered order (unique order_id), the statement's named
+# parameters (no secrets), and the attempt bookkeeping (core/writeback.py draws the states).
+writeback_outbox = sa.Table(
+    "writeback_outbox",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("order_id", BigId, sa.ForeignKey("orders.id"), nullable=False, unique=True),
+    sa.Column("external_order_id", sa.String(255), nullable=False),
+    sa.Column("params", Json, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # pending|leased|done|failed|given_up
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=False),
+    sa.Column("lease_owner", sa.String(255), nullable=True),
+    sa.Column("lease_until", UtcDateTime, nullable=True),
+    sa.Column("first_failed_at", UtcDateTime, nullable=True),  # the current failure streak's
+    sa.Column("last_error", sa.Text(), nullable=True),  # the driver's first line, secrets masked
+    sa.Column("done_at", UtcDateTime, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Index(None, "state", "next_attempt_at"),
+    sa.Index(None, "external_order_id"),
+)
+
+# --- the web console (migration 0015) -----------------------------------------------------------
+
+# People who may log in to the console (`propready users ...`). password_hash is argon2id, NULL
+# for a user authenticated by a reverse proxy; session_epoch rises on a password or role change
+# and on disabling, which ends that user's sessions (the signed cookie carries the epoch).
+console_user = sa.Table(
+    "console_user",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("password_hash", sa.String(255), nullable=True),
+    sa.Column("disabled", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("session_epoch", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("role IN ('viewer', 'approver', 'admin')", name="role_known"),
 )

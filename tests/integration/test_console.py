@@ -1,0 +1,543 @@
+"""The web console over real HTTP (uvicorn on loopback), on SQLite and PostgreSQL state.
+
+Logins, lockout, roles, CSRF refusals, every page, actions audited with the user's name,
+masking of access codes and secrets, security headers, proxy authentication only from trusted
+proxies, and sessions that end when a password changes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from propready.adapters.sandbox import SandboxServer
+from propready.adapters.store import audit, outbox
+from propready.adapters.store.audit_views import read_view
+from propready.core.pricing import usd
+from propready.service import run_cycle
+from propready.service.console_users import remove_user, set_disabled, set_password
+from propready.settings import ConfigError, load_settings
+from tests.integration.console_support import (
+    PASSWORDS,
+    SESSION_SECRET,
+    add_users,
+    console_settings,
+    csrf_of,
+    log_in,
+    orders_awaiting_approval,
+    serve_console,
+)
+from tests.integration.cycle_support import API_KEY, SECRET_CODE, Clock, PmDatabase, wired
+
+
+@dataclass(frozen=True)
+class Photo:
+    kind: str
+    name: str
+    url: str
+    sequence: int | None
+    caption: str | None
+
+
+def order_state(state: sa.Engine, external_order_id: str) -> str:
+    with state.connect() as connection:
+        order = outbox.find_by_external_order_id(connection, external_order_id)
+    assert order is not None
+    return order.state.value
+
+
+def audit_rows(state: sa.Engine, kind: str) -> list[dict[str, Any]]:
+    with state.connect() as connection:
+        return audit.query_events(connection, kinds=[kind])
+
+
+def test_login_sets_a_hardened_session_and_every_page_has_the_security_headers(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    settings = console_settings(state_url, pm, sandbox)
+    with serve_console(settings, now=clock) as served, served.client() as client:
+        add_users(served.state, clock, "alice")
+        first = client.get("/")
+        assert first.status_code == 303
+        assert first.headers["location"] == "/login?next=%2F"
+        login_page = client.get("/login")
+        assert login_page.status_code == 200
+        for name, value in (
+            ("content-security-policy", "default-src 'self'"),
+            ("content-security-policy", "frame-ancestors 'none'"),
+            ("x-content-type-options", "nosniff"),
+            ("referrer-policy", "same-origin"),
+        ):
+            assert value in login_page.headers[name]
+        assert '<meta name="viewport"' in login_page.text
+
+        wrong = log_in(client, "alice", "not-her-password")
+        assert wrong.status_code == 401
+        assert "Wrong name or password" in wrong.text
+        unknown = log_in(client, "mallory", "whatever-it-is")
+        assert unknown.status_code == 401
+
+        good = log_in(client, "alice")
+        assert good.status_code == 303
+        assert good.headers["location"] == "/"
+        cookie = good.headers["set-cookie"]
+        assert "HttpOnly" in cookie
+        assert "SameSite=lax" in cookie or "SameSite=Lax" in cookie
+        assert "Secure" not in cookie  # plain http on loopback works (design.md 8.5)
+        start = client.get("/")
+        assert start.status_code == 200
+        assert "alice (approver)" in start.text
+        assert "frame-ancestors 'none'" in start.headers["content-security-policy"]
+
+        failed = audit_rows(served.state, "console_login_failed")
+        assert [row["detail"]["user"] for row in failed] == ["alice", "mallory"]
+        assert all("not-her-password" not in str(row) for row in failed)
+        assert [row["detail"]["user"] for row in audit_rows(served.state, "console_login")] == [
+            "alice"
+        ]
+
+        token = csrf_of(start)
+        copied = client.cookies.get("propready_console")
+        out = client.post("/logout", data={"csrf_token": token})
+        assert out.status_code == 303
+        assert client.get("/").status_code == 303
+        assert len(audit_rows(served.state, "console_logout")) == 1
+        with served.client() as thief:  # a copy of the cookie taken before the logout
+            thief.cookies.set("propready_console", str(copied))
+            assert thief.get("/").status_code == 303
+
+        # After logging in, only a path on this site is followed.
+        token = csrf_of(client.get("/login"))
+        away = client.post(
+            "/login",
+            data={
+                "csrf_token": token,
+                "name": "alice",
+                "password": PASSWORDS["alice"],
+                "next": "//evil.example.com/",
+            },
+        )
+        assert away.status_code == 303
+        assert away.headers["location"] == "/"
+
+
+def test_the_secure_flag_follows_https_from_a_trusted_proxy_only(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    trusted = console_settings(state_url, pm, sandbox, trusted_proxies=["127.0.0.1"])
+    with serve_console(trusted, now=clock) as served, served.client() as client:
+        page = client.get("/login", headers={"X-Forwarded-Proto": "https"})
+        assert "Secure" in page.headers["set-cookie"]
+    untrusted = console_settings(state_url, pm, sandbox, trusted_proxies=["10.0.0.9"])
+    with serve_console(untrusted, now=clock) as served, served.client() as client:
+        page = client.get("/login", headers={"X-Forwarded-Proto": "https"})
+        assert "Secure" not in page.headers["set-cookie"]
+
+
+def test_failed_logins_lock_the_name_for_the_lockout_time(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    settings = console_settings(
+        state_url, pm, sandbox, login_max_failures=3, login_lockout_minutes=10
+    )
+    with serve_console(settings, now=clock) as served, served.client() as client:
+        add_users(served.state, clock, "alice")
+        for _ in range(3):
+            assert log_in(client, "alice", "guessing-wrong-1").status_code == 401
+        locked = log_in(client, "alice")  # the right password, but locked
+        assert locked.status_code == 429
+        assert "Too many failed logins" in locked.text
+        assert client.get("/").status_code == 303
+        reasons = [
+            r["detail"].get("reason") for r in audit_rows(served.state, "console_login_failed")
+        ]
+        assert reasons[-1] == "locked"
+        clock.now += timedelta(minutes=11)
+        assert log_in(client, "alice").status_code == 303
+        assert client.get("/").status_code == 200
+
+
+def test_forms_without_the_csrf_token_are_refused(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    settings = console_settings(state_url, pm, sandbox)
+    ids = orders_awaiting_approval(settings, pm, clock)
+    with serve_console(settings, now=clock) as served, served.client() as client:
+        add_users(served.state, clock, "alice")
+        client.get("/login")
+        no_token = client.post("/login", data={"name": "alice", "password": PASSWORDS["alice"]})
+        assert no_token.status_code == 403
+        assert log_in(client, "alice").status_code == 303
+        order = ids["H1"]
+        assert client.post(f"/orders/{order}/approve", data={}).status_code == 403
+        forged = client.post(f"/orders/{order}/approve", data={"csrf_token": "forged"})
+        assert forged.status_code == 403
+        other = httpx.Client(base_url=served.url)  # another visitor's token is not this one's
+        other_token = csrf_of(other.get("/login"))
+        other.close()
+        assert (
+            client.post(f"/orders/{order}/approve", data={"csrf_token": other_token}).status_code
+            == 403
+        )
+        assert order_state(served.state, order) == "awaiting_approval"
+        assert audit_rows(served.state, "order_approved") == []
+
+
+def test_viewers_read_but_cannot_act_and_only_admins_see_users(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    settings = console_settings(state_url, pm, sandbox)
+    ids = orders_awaiting_approval(settings, pm, clock)
+    with serve_console(settings, now=clock) as served:
+        add_users(served.state, clock)
+        with served.client() as viewer:
+            assert log_in(viewer, "vera").status_code == 303
+            page = viewer.get(f"/orders/{ids['H1']}")
+            assert page.status_code == 200
+            assert "awaiting_approval" in page.text
+            assert ">Approve<" not in page.text
+            assert "/approve" not in page.text
+            token = csrf_of(page)
+            forged = viewer.post(f"/orders/{ids['H1']}/approve", data={"csrf_token": token})
+            assert forged.status_code == 403
+            ack = viewer.post(
+                "/attention/ack",
+                data={"csrf_token": token, "item": f"approval:{ids['H1']}", "reason": "x"},
+            )
+            assert ack.status_code == 403
+            assert viewer.get("/users").status_code == 403
+            assert order_state(served.state, ids["H1"]) == "awaiting_approval"
+        with served.client() as approver:
+            assert log_in(approver, "alice").status_code == 303
+            assert ">Approve<" in approver.get(f"/orders/{ids['H1']}").text
+            assert approver.get("/users").status_code == 403
+        with served.client() as admin:
+            assert log_in(admin, "adam").status_code == 303
+            users = admin.get("/users")
+            assert users.status_code == 200
+            assert "vera" in users.text
+            assert "$argon2" not in users.text
+
+
+def test_actions_go_through_the_services_and_are_audited_with_the_user(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    settings = console_settings(state_url, pm, sandbox)
+    ids = orders_awaiting_approval(settings, pm, clock)
+    with serve_console(settings, now=clock) as served, served.client() as client:
+        add_users(served.state, clock, "alice")
+        assert log_in(client, "alice").status_code == 303
+        start = client.get("/")
+        assert f"approval:{ids['H1']}" in start.text
+        token = csrf_of(start)
+
+        approved = client.post(f"/orders/{ids['H1']}/approve", data={"csrf_token": token})
+        assert approved.status_code == 303
+        assert order_state(served.state, ids["H1"]) == "planned"
+        assert "Approved" in client.get(approved.headers["location"]).text
+        [row] = audit_rows(served.state, "order_approved")
+        assert row["detail"]["approved_by"] == "alice"
+
+        again = client.post(f"/orders/{ids['H1']}/approve", data={"csrf_token": token})
+        assert again.status_code == 409
+        assert "not awaiting_approval" in again.text
+
+        with wired(settings) as parts:  # the next send cycle places it
+            run_cycle(parts, clock)
+        assert order_state(served.state, ids["H1"]) == "placed"
+        with served.state.connect() as connection:
+            [line] = read_view(connection, "audit_spend_by_entity_month")
+        spend = client.get("/spend")
+        assert spend.status_code == 200
+        row = f"<td>{line['billing_entity_slug']}</td><td>{line['month']}</td><td>1</td>"
+        assert row in spend.text
+        assert usd(int(line["spend_cents"])) in spend.text
+        assert "<svg" in spend.text
+
+        canceled = client.post(
+            f"/orders/{ids['H2']}/cancel",
+            data={
+                "csrf_token": token,
+                "reason": "client_requested_cancelation",
+                "notes": "home sold",
+            },
+        )
+        assert canceled.status_code == 303
+        assert order_state(served.state, ids["H2"]) == "canceled"
+        [row] = audit_rows(served.state, "order_canceled")
+        assert row["detail"]["canceled_by"] == "alice"
+        assert row["detail"]["notes"] == "home sold"
+
+        refused = client.post(
+            "/orders/no-such-order/cancel",
+            data={"csrf_token": token, "reason": "duplicate_order", "notes": "x"},
+        )
+        assert refused.status_code == 404
+
+
+def test_attention_items_are_acknowledged_and_snoozed_with_the_user(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    settings = console_settings(state_url, pm, sandbox)
+    ids = orders_awaiting_approval(settings, pm, clock)
+    with serve_console(settings, now=clock) as served, served.client() as client:
+        add_users(served.state, clock, "alice")
+        assert log_in(client, "alice").status_code == 303
+        token = csrf_of(client.get("/"))
+        acked = client.post(
+            "/attention/ack",
+            data={"csrf_token": token, "item": f"approval:{ids['H1']}", "reason": "asked finance"},
+        )
+        assert acked.status_code == 303
+        snoozed = client.post(
+            "/attention/snooze",
+            data={
+                "csrf_token": token,
+                "item": f"approval:{ids['H2']}",
+                "for": "2d",
+                "reason": "owner away",
+            },
+        )
+        assert snoozed.status_code == 303
+        page = client.get("/")
+        assert f"approval:{ids['H1']}" not in page.text
+        assert f"approval:{ids['H2']}" not in page.text
+        [ack] = audit_rows(served.state, "attention_acknowledged")
+        assert ack["detail"]["by"] == "alice"
+        [snooze] = audit_rows(served.state, "attention_snoozed")
+        assert snooze["detail"]["by"] == "alice"
+        bad = client.post(
+            "/attention/snooze",
+            data={"csrf_token": token, "item": "approval:nope", "for": "2d", "reason": "x"},
+        )
+        assert bad.status_code == 409
+
+
+def test_every_page_renders_without_secrets_and_access_codes_are_masked(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    settings = console_settings(state_url, pm, sandbox)
+    ids = orders_awaiting_approval(settings, pm, clock)
+    photos = [
+        Photo("photo", "front.jpg", "https://cdn.example.com/p/1.jpg", 1, "Front of the house"),
+        Photo("link", "photo_manage_link", "https://portal.example.com/orders/1", None, None),
+        Photo("link", "odd_link", "javascript:alert(1)", None, "<script>alert(2)</script>"),
+    ]
+    with (
+        serve_console(settings, now=clock, deliverables=lambda c, order_id: photos) as served,
+        served.client() as client,
+    ):
+        add_users(served.state, clock, "adam")
+        assert log_in(client, "adam").status_code == 303
+        pages = [
+            "/",
+            "/orders",
+            "/orders?state=awaiting_approval",
+            "/orders?entity=investment_entity_1&since=2026-11-01&until=2026-12-31",
+            f"/orders/{ids['H1']}",
+            "/homes/H1",
+            "/spend",
+            "/rules",
+            "/audit",
+            "/audit?kind=order_created&property=H1",
+            "/users",
+            "/static/console.css",
+        ]
+        for path in pages:
+            page = client.get(path)
+            assert page.status_code == 200, (path, page.text[:300])
+            for secret in (SECRET_CODE, API_KEY, SESSION_SECRET, "$argon2"):
+                assert secret not in page.text, (path, secret)
+        order_page = client.get(f"/orders/{ids['H1']}").text
+        assert "&#34;access_code&#34;: &#34;***&#34;" in order_page or '"access_code": "***"' in (
+            order_page.replace("&#34;", '"')
+        )
+        home = client.get("/homes/H1").text
+        assert 'src="https://cdn.example.com/p/1.jpg"' in home
+        assert 'href="https://portal.example.com/orders/1"' in home
+        assert "Front of the house" in home
+        assert 'javascript:alert(1)"' not in home  # not a link target
+        assert 'href="javascript:' not in home
+        assert "<script>alert(2)" not in home
+        assert "&lt;script&gt;" in home or "odd_link" in home
+        assert "trigger_fired" in home
+        rules = client.get("/rules").text
+        assert "PASS" in rules
+        assert client.get("/orders?since=yesterday").status_code == 400
+        assert client.get("/audit?kind=made_up").status_code == 400
+        assert client.get("/orders/nope").status_code == 404
+        assert client.get("/homes/nope").status_code == 404
+
+        export = client.get("/audit.csv?property=H1")
+        assert export.status_code == 200
+        assert export.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(export.text)))
+        assert rows
+        assert {row["external_property_id"] for row in rows} == {"H1"}
+        assert [int(r["id"]) for r in rows] == sorted(int(r["id"]) for r in rows)
+        assert SECRET_CODE not in export.text
+
+
+def test_orders_and_audit_pages_are_keyset_paginated(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    settings = console_settings(state_url, pm, sandbox)
+    ids = orders_awaiting_approval(settings, pm, clock)
+    with serve_console(settings, now=clock) as served, served.client() as client:
+        served.console.page_size = 1
+        served.console.audit_page_size = 3
+        add_users(served.state, clock, "vera")
+        assert log_in(client, "vera").status_code == 303
+        first = client.get("/orders?state=awaiting_approval")
+        link = first.text.split('href="/orders?')[1].split('"')[0].replace("&amp;", "&")
+        assert "before=" in link
+        second = client.get("/orders?" + link)
+        shown_first = [i for i in ids.values() if f"/orders/{i}" in first.text]
+        shown_second = [i for i in ids.values() if f"/orders/{i}" in second.text]
+        assert len(shown_first) == 1
+        assert len(shown_second) == 1
+        assert shown_first != shown_second
+        assert 'rel="next"' not in second.text
+        audit_first = client.get("/audit")
+        assert 'rel="next"' in audit_first.text
+
+
+def test_sessions_end_when_the_password_changes_or_the_user_is_disabled(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    settings = console_settings(state_url, pm, sandbox)
+    with serve_console(settings, now=clock) as served, served.client() as client:
+        add_users(served.state, clock, "alice")
+        assert log_in(client, "alice").status_code == 303
+        assert client.get("/").status_code == 200
+        set_password(served.state, "alice", "a-brand-new-password", by="adam", now=clock())
+        assert client.get("/").status_code == 303
+        assert log_in(client, "alice", "a-brand-new-password").status_code == 303
+        set_disabled(served.state, "alice", True, by="adam", now=clock())
+        assert client.get("/").status_code == 303
+        assert log_in(client, "alice", "a-brand-new-password").status_code == 401
+
+        # Removed and added again under the same name: the old sessions stay dead.
+        add_users(served.state, clock, "vera")
+        assert log_in(client, "vera").status_code == 303
+        assert client.get("/").status_code == 200
+        remove_user(served.state, "vera", by="adam", now=clock())
+        add_users(served.state, clock, "vera")
+        assert client.get("/").status_code == 303
+
+
+def test_proxy_auth_believes_the_user_header_only_from_trusted_proxies(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    header = {"X-Auth-Request-User": "vera"}
+    trusted = console_settings(
+        state_url,
+        pm,
+        sandbox,
+        auth="proxy",
+        proxy_user_header="X-Auth-Request-User",
+        trusted_proxies=["127.0.0.0/8"],
+    )
+    with serve_console(trusted, now=clock) as served, served.client() as client:
+        add_users(served.state, clock, "vera")
+        page = client.get("/", headers=header)
+        assert page.status_code == 200
+        assert "vera (viewer)" in page.text
+        assert client.get("/", headers={"X-Auth-Request-User": "mallory"}).status_code == 403
+        assert client.get("/").status_code == 403
+        forged = client.post("/attention/ack", headers=header, data={"item": "x", "reason": "x"})
+        assert forged.status_code == 403
+    untrusted = console_settings(
+        state_url,
+        pm,
+        sandbox,
+        auth="proxy",
+        proxy_user_header="X-Auth-Request-User",
+        trusted_proxies=["10.0.0.9"],
+    )
+    with serve_console(untrusted, now=clock) as served, served.client() as client:
+        refused = client.get("/", headers=header)
+        assert refused.status_code == 403
+        assert "vera (viewer)" not in refused.text
+
+
+def test_password_auth_refuses_to_start_without_a_session_secret(tmp_path: Path) -> None:
+    config = tmp_path / "propready.toml"
+    config.write_text(
+        '[source]\nurl = "sqlite:///pm.db"\nquery = "SELECT 1 AS external_property_id"\n'
+        '[console]\nlisten = "127.0.0.1:8720"\n'
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_settings(config)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "console.session_secret is required" in message
+    config.write_text(
+        '[source]\nurl = "sqlite:///pm.db"\nquery = "SELECT 1 AS external_property_id"\n'
+        '[console]\nlisten = "127.0.0.1:8720"\nsession_secret = "short"\n'
+    )
+    with pytest.raises(ConfigError, match="at least 32 characters"):
+        load_settings(config)
+    config.write_text(
+        '[source]\nurl = "sqlite:///pm.db"\nquery = "SELECT 1 AS external_property_id"\n'
+        '[console]\nlisten = "127.0.0.1:8720"\nauth = "proxy"\ntrusted_proxies = ["*"]\n'
+    )
+    with pytest.raises(ConfigError, match="not an IP address"):
+        load_settings(config)
+
+
+def test_reorder_goes_through_the_live_rules_and_is_audited_with_the_user(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    settings = console_settings(state_url, pm, sandbox)
+    ids = orders_awaiting_approval(settings, pm, clock)
+    with serve_console(settings, now=clock) as served, served.client() as client:
+        add_users(served.state, clock, "alice")
+        assert log_in(client, "alice").status_code == 303
+        token = csrf_of(client.get("/homes/H2"))
+        no_reason = client.post("/homes/H2/reorder", data={"csrf_token": token, "reason": ""})
+        assert no_reason.status_code == 409
+        assert "reason" in no_reason.text
+        canceled = client.post(
+            f"/orders/{ids['H2']}/cancel",
+            data={"csrf_token": token, "reason": "duplicate_order", "notes": "wrong services"},
+        )
+        assert canceled.status_code == 303
+        again = client.post(
+            "/homes/H2/reorder", data={"csrf_token": token, "reason": "services fixed"}
+        )
+        assert again.status_code == 303, again.text[:500]
+        assert "Reordered H2 (" in client.get(again.headers["location"]).text
+        [requested] = [
+            row
+            for row in audit_rows(served.state, "reorder_requested")
+            if row["detail"].get("reason") == "services fixed"
+        ]
+        assert requested["detail"]["by"] == "alice"
+        with served.state.connect() as connection:
+            states = sorted(
+                o.state.value
+                for o in outbox.list_orders(connection)
+                if o.external_property_id == "H2"
+            )
+        assert states == ["awaiting_approval", "canceled"]
