@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +20,14 @@ from propready.adapters.store.deliverables import deliverables_for
 from propready.adapters.store.engine import create_state_engine
 from propready.core.orders import Order
 from propready.core.webhook_delivery import DeliveryState
+from propready.service import CycleSummary
+from propready.service.vendor_news import apply_news
 from propready.service.webhook_intake import store_delivery
 from tests.integration.cycle_support import (
     API_KEY,
     QUERY,
     REPO,
+    SECRET_CODE,
     Clock,
     PmDatabase,
     home,
@@ -167,3 +172,51 @@ def test_sandbox_webhooks_through_the_receiver_reach_the_order(
     assert set(links) == {"photo_manage_link", "zillow_3d_link"}
     assert len([d for d in shown if d.kind == "photo"]) == 25
     assert lag < 5, lag
+
+
+def _cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "propready", "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_orders_show_list_and_explain_show_what_was_delivered(
+    tmp_path: Path, state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    with wired(make_settings(state_url, pm.url, sandbox.url)) as parts:
+        orders = place_orders(parts, pm, clock)
+        h1 = orders["H1"]
+        store_delivery(parts.state, json.dumps(delivered_body(h1)).encode(), clock.now)
+        apply_news(parts, clock, CycleSummary())
+    config = _config(tmp_path, state_url, pm, sandbox.url)
+    listed = _cli(config, "orders", "list", "--state", "delivered", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert row["external_order_id"] == h1.external_order_id
+    assert row["delivered_at"].startswith("2026-11-30")
+    shown = _cli(config, "orders", "show", h1.external_order_id, "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    (order,) = json.loads(shown.stdout)
+    assert [(d["kind"], d["name"], d["sequence"]) for d in order["deliverables"]] == [
+        ("link", "photo_manage_link", 0),
+        ("link", "zillow_3d_link", 0),
+        ("photo", "photo", 1),
+        ("photo", "photo", 2),
+    ]
+    assert SECRET_CODE not in shown.stdout
+    table = _cli(config, "orders", "show", h1.external_order_id)
+    assert "photo_manage_link" in table.stdout
+    assert "Front View" in table.stdout
+    story = _cli(config, "explain", "H1", "--format", "json")
+    assert story.returncode == 0, story.stderr
+    summaries = [row["summary"] for row in json.loads(story.stdout)]
+    assert any(s.startswith("delivered at 2026-11-30") and "zillow_3d_link" in s for s in summaries)
+    table = _cli(config, "explain", "H1")  # the table lists the links and photos too
+    assert table.returncode == 0, table.stderr
+    assert f"delivered for {h1.external_order_id}" in table.stdout
+    assert "https://cdn.planomatic.example/1-1.jpg" in table.stdout

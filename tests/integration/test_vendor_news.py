@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from propready.adapters.sandbox import SandboxServer
 from propready.adapters.store import audit, deliveries, outbox
+from propready.adapters.store.audit_views import read_view
 from propready.adapters.store.deliverables import deliverables_for
 from propready.core.orders import Order, OrderState
 from propready.core.webhook_delivery import DeliveryState
@@ -373,3 +374,24 @@ def test_a_vendor_cancel_with_reorder_orders_the_home_again_once_per_readiness(
 def orders_by_home_all(parts: Components) -> dict[int, Order]:
     with parts.state.connect() as connection:
         return {o.id: o for o in outbox.list_orders(connection)}
+
+
+def test_audit_deliveries_gives_readiness_placed_and_delivered_times(
+    parts: Components, pm: PmDatabase
+) -> None:
+    clock = Clock()
+    orders = place_orders(parts, pm, clock)
+    h1 = orders["H1"]
+    store(parts, clock, delivered_body(h1))
+    apply(parts, clock)
+    with parts.state.connect() as connection:
+        rows = read_view(connection, "audit_deliveries", order_by="order_id")
+    assert [r["external_property_id"] for r in rows] == ["H1", "H2"]
+    first, second = rows
+    assert first["trigger_name"] == "vacant_ready"
+    assert first["ready_at"] <= first["placed_at"] < first["delivered_at"]
+    assert first["delivered_at"].isoformat() == "2026-11-30T10:00:00+00:00"
+    expected = (first["delivered_at"] - first["ready_at"]).total_seconds() / 3600
+    assert first["hours_ready_to_delivered"] == pytest.approx(expected, abs=0.01)
+    assert second["delivered_at"] is None
+    assert second["hours_placed_to_delivered"] is None

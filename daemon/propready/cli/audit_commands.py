@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from propready.adapters.store.audit_chain import (
     trigger_problems,
     verify_chain,
 )
+from propready.adapters.store.deliverables import deliverables_for
 from propready.cli.context import settings_from
 from propready.cli.output import FORMATS, emit
 from propready.core.audit_kinds import AuditKind
@@ -201,8 +203,27 @@ def explain_command(ctx: click.Context, property_id: str, fmt: str) -> None:
     """
     with _state(ctx) as connection:
         rows = audit.query_events(connection, external_property_id=property_id, limit=1_000_000)
+        delivered = _deliverables_of_home(connection, rows) if fmt == "table" else []
     if not rows:
         raise click.ClickException(f"nothing recorded for property {property_id!r}")
     story: list[dict[str, Any]] = [{**row, "summary": summarise(row)} for row in rows]
     columns = STORY_TABLE_COLUMNS if fmt == "table" else STORY_JSON_COLUMNS
     emit(story, columns, fmt, title=f"property {property_id}")
+    for external_order_id, shown in delivered:
+        # The links and photos PlanOmatic delivered (json: `propready orders show ID`).
+        emit(shown, DELIVERABLE_COLUMNS, fmt, title=f"delivered for {external_order_id}")
+
+
+DELIVERABLE_COLUMNS = ("kind", "name", "sequence", "caption", "url")
+
+
+def _deliverables_of_home(
+    connection: sa.Connection, rows: list[dict[str, Any]]
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    found = []
+    for row in rows:
+        if row.get("kind") == AuditKind.ORDER_DELIVERED.value and row.get("order_id"):
+            shown = deliverables_for(connection, int(row["order_id"]))
+            if shown:
+                found.append((str(row.get("external_order_id")), [asdict(d) for d in shown]))
+    return found

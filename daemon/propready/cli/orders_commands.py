@@ -13,7 +13,8 @@ import sqlalchemy as sa
 
 from propready.adapters.planomatic import PlanomaticClient, VendorError
 from propready.adapters.rulefiles import load_rule_set
-from propready.adapters.store import outbox
+from propready.adapters.store import lifecycle, outbox
+from propready.adapters.store.deliverables import deliverables_for
 from propready.cli.context import operator_name, settings_from
 from propready.cli.output import FORMATS, emit
 from propready.core.budgets import Budget
@@ -63,8 +64,16 @@ def orders_group() -> None:
     """
 
 
+DELIVERED = "delivered"  # not a state: placed orders the vendor delivered (delivered_at set)
+DELIVERABLE_COLUMNS = ("kind", "name", "sequence", "caption", "url")
+
+
 @orders_group.command("list")
-@click.option("--state", type=click.Choice([s.value for s in OrderState]), help="Only this state.")
+@click.option(
+    "--state",
+    type=click.Choice([*(s.value for s in OrderState), DELIVERED]),
+    help="Only this state (delivered: orders PlanOmatic delivered).",
+)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--limit", type=click.IntRange(1), default=500, show_default=True)
 @click.pass_context
@@ -74,15 +83,22 @@ def list_command(ctx: click.Context, state: str | None, fmt: str, limit: int) ->
     \b
     Example:
       propready orders list --state placed --format csv > placed.csv
+      propready orders list --state delivered
     """
     settings = settings_from(ctx)
     engine = state_engine(settings)
+    columns: tuple[str, ...] = LIST_COLUMNS
     try:
         with engine.begin() as connection:
-            rows = [o.as_dict() for o in outbox.list_orders(connection, state=state, limit=limit)]
+            if state == DELIVERED:
+                found = lifecycle.list_delivered(connection, limit=limit)
+                columns = (*LIST_COLUMNS, "delivered_at")
+            else:
+                found = outbox.list_orders(connection, state=state, limit=limit)
+            rows = [o.as_dict() for o in found]
     finally:
         engine.dispose()
-    emit(rows, LIST_COLUMNS, fmt, title="orders")
+    emit(rows, columns, fmt, title="orders")
 
 
 @orders_group.command("show")
@@ -90,7 +106,8 @@ def list_command(ctx: click.Context, state: str | None, fmt: str, limit: int) ->
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.pass_context
 def show_command(ctx: click.Context, external_order_id: str, fmt: str) -> None:
-    """Show one order with the services it asked for (access codes are never shown).
+    """Show one order with the services it asked for (access codes are never shown) and what
+    PlanOmatic delivered (links and photos).
 
     \b
     Example:
@@ -101,6 +118,7 @@ def show_command(ctx: click.Context, external_order_id: str, fmt: str) -> None:
     try:
         with engine.begin() as connection:
             row = outbox.find_by_external_order_id(connection, external_order_id)
+            delivered = deliverables_for(connection, row.id) if row is not None else []
     finally:
         engine.dispose()
     if row is None:
@@ -110,7 +128,14 @@ def show_command(ctx: click.Context, external_order_id: str, fmt: str) -> None:
     if access.get("access_code"):
         access["access_code"] = "***"
     payload["property_access"] = access
+    shown = [asdict(d) for d in delivered]
+    if fmt in ("json", "jsonl"):  # one object: the deliverables are a member of it
+        columns = (*LIST_COLUMNS, "delivered_at", "payload", "deliverables")
+        emit([{**row.as_dict(), "payload": payload, "deliverables": shown}], columns, fmt)
+        return
     emit([{**row.as_dict(), "payload": payload}], (*LIST_COLUMNS, "payload"), fmt, title="order")
+    if shown and fmt == "table":
+        emit(shown, DELIVERABLE_COLUMNS, fmt, title=f"delivered {row.delivered_at or ''}")
 
 
 @contextmanager

@@ -9,6 +9,11 @@ waiting until the daemon has polled the change. When every order the daemon plan
 answer, it scrapes `/metrics` and `/healthz`, stops the daemon with SIGTERM (exit 0 required),
 and prints what was ordered and why, read back from the audit log.
 
+The order lifecycle runs too: `propready serve` receives the sandbox's webhooks (the sandbox
+walks each order through the vendor's statuses every AUTO_ADVANCE_SECONDS, `--auto-advance`),
+the daemon's apply_news job applies them, and the demo waits until every placed order is
+delivered, then prints each order's links and photo count.
+
 A step that fails or times out stops the daemon and the sandbox, shows the end of the daemon's
 log and exits 1 with what went wrong.
 """
@@ -35,6 +40,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from propready.adapters.store import properties
+from propready.adapters.store.deliverables import deliverables_for
 from propready.adapters.store.engine import create_state_engine
 from propready.adapters.store.schema import audit_log, orders, readiness_event
 from propready.core.audit_kinds import AuditKind
@@ -53,6 +59,10 @@ STARTUP_TIMEOUT = 30.0  # imports, migrations check, recovery, first poll
 POLL_TIMEOUT = 15.0  # a few poll intervals
 SETTLE_TIMEOUT = 30.0  # every planned order sent and answered
 STOP_TIMEOUT = 60.0  # SIGTERM to exit
+AUTO_ADVANCE_SECONDS = 0.3  # the sandbox moves each order one status along this often
+DELIVERY_TIMEOUT = 60.0  # every placed order delivered through webhooks
+# Loopback only, for the demo only: not a secret.
+DEMO_WEBHOOK_TOKEN = "demo-webhook-token-not-a-secret-0123"  # noqa: S105
 LOG_TAIL_LINES = 40
 # Orders still on their way; every other state is an answer (placed, rejected, unknown, ...).
 IN_FLIGHT = (OrderState.PLANNED, OrderState.SENDING)
@@ -91,6 +101,10 @@ stop_timeout_seconds = 20
 
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
+
+[webhooks]
+listen = "127.0.0.1:{webhook_port}"
+token = "{webhook_token}"
 
 [log]
 format = "console"
@@ -153,11 +167,27 @@ def _spawn(args: list[str], log_path: Path, env: dict[str, str]) -> subprocess.P
         )
 
 
-def _start_sandbox(workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+def _start_sandbox(
+    workdir: Path, env: dict[str, str], webhook_url: str
+) -> tuple[subprocess.Popen[bytes], str]:
     url_file = workdir / "sandbox.url"
     url_file.unlink(missing_ok=True)
     process = _spawn(
-        ["sandbox", "--port", "0", "--url-file", str(url_file)], workdir / "sandbox.log", env
+        [
+            "sandbox",
+            "--port",
+            "0",
+            "--url-file",
+            str(url_file),
+            "--webhook-url",
+            webhook_url,
+            "--webhook-retry-seconds",
+            "1",
+            "--auto-advance",
+            str(AUTO_ADVANCE_SECONDS),
+        ],
+        workdir / "sandbox.log",
+        env,
     )
     try:
         return process, _wait_for(
@@ -279,6 +309,50 @@ def _show_metrics(base_url: str) -> None:
     print(f"GET /healthz -> HTTP {health.status_code}: {summary}")
 
 
+def _start_serve(workdir: Path, env: dict[str, str], base_url: str) -> subprocess.Popen[bytes]:
+    """`propready serve`, the webhook receiver, once its /healthz answers 200."""
+    process = _spawn(["--config", env["PROPREADY_CONFIG"], "serve"], workdir / "serve.log", env)
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        _wait_for("the webhook receiver", healthy, timeout=20, process=process, name="serve")
+    except DemoFailed as exc:
+        _stop(process, grace=5)
+        raise DemoFailed(f"{exc}; see {workdir / 'serve.log'}") from None
+    return process
+
+
+def _all_delivered(state: sa.Engine) -> bool:
+    with state.connect() as connection:
+        waiting = connection.execute(
+            sa.select(sa.func.count())
+            .select_from(orders)
+            .where(orders.c.state == OrderState.PLACED.value, orders.c.delivered_at.is_(None))
+        ).scalar_one()
+    return int(waiting) == 0
+
+
+def _report_deliveries(state: sa.Engine) -> None:
+    with state.connect() as connection:
+        delivered = connection.execute(
+            sa.select(orders.c.id, orders.c.external_property_id, orders.c.delivered_at)
+            .where(orders.c.delivered_at.is_not(None))
+            .order_by(orders.c.id)
+        ).all()
+        shown = {order_id: deliverables_for(connection, order_id) for order_id, _, _ in delivered}
+    print(f"\n== {len(delivered)} orders delivered (webhooks -> propready serve -> apply_news) ==")
+    for order_id, property_id, _at in delivered:
+        items = shown[order_id]
+        photos = sum(1 for item in items if item.kind == "photo")
+        links = ", ".join(f"{item.name}={item.url}" for item in items if item.kind == "link")
+        print(f"{property_id:<10} {photos:>3} photos  {links}")
+
+
 def _report(state: sa.Engine) -> None:
     with state.connect() as connection:
         placed = connection.execute(sa.select(orders).order_by(orders.c.id)).mappings().all()
@@ -348,6 +422,13 @@ def _run_daemon_rounds(
             timeout=SETTLE_TIMEOUT,
             process=daemon,
         )
+        print("\n-- the sandbox walks each order to delivered and sends its webhooks --")
+        _wait_for(
+            "every placed order to be delivered",
+            lambda: _all_delivered(state),
+            timeout=DELIVERY_TIMEOUT,
+            process=daemon,
+        )
         _show_metrics(metrics_url)
         print("\nstopping the daemon (SIGTERM) ...")
         code = _stop(daemon, grace=STOP_TIMEOUT)
@@ -368,6 +449,7 @@ def run_demo(workdir: Path, *, homes: int, rounds: int) -> None:
     pm_path = workdir / "pm.db"
     create_demo_pm_database(pm_path, homes=homes, now=datetime.now(ZoneInfo(DEMO_TIMEZONE)))
     metrics_port = _free_loopback_port()
+    webhook_port = _free_loopback_port()
     config = workdir / "propready.toml"
     config.write_text(
         CONFIG_TEMPLATE.format(
@@ -376,21 +458,35 @@ def run_demo(workdir: Path, *, homes: int, rounds: int) -> None:
             timezone=DEMO_TIMEZONE,
             poll_seconds=POLL_SECONDS,
             metrics_port=metrics_port,
+            webhook_port=webhook_port,
+            webhook_token=DEMO_WEBHOOK_TOKEN,
         )
     )
     env = _demo_environment(config)
     print(f"demo PM database: {pm_path} ({homes} homes) {describe_demo_pm_database(pm_path)}")
 
-    sandbox, url = _start_sandbox(workdir, env)
+    receiver = f"http://127.0.0.1:{webhook_port}"
+    sandbox, url = _start_sandbox(
+        workdir, env, f"{receiver}/webhooks/planomatic/{DEMO_WEBHOOK_TOKEN}"
+    )
     env["PROPREADY_PLANOMATIC__BASE_URL"] = url
     print(f"sandbox (PlanOmatic V3 look-alike): {url}")
+    serve: subprocess.Popen[bytes] | None = None
     try:
         _propready("db", "upgrade", env=env)
+        serve = _start_serve(workdir, env, receiver)
+        print(f"webhook receiver: propready serve on {receiver} (pid {serve.pid})")
         with _state_engine(workdir) as state:
             _run_daemon_rounds(workdir, env, f"http://127.0.0.1:{metrics_port}", rounds, state)
             _report(state)
+            _report_deliveries(state)
         print(f"\nExplore: PROPREADY_CONFIG={config} .venv/bin/propready audit --format table")
+        print(
+            f"         PROPREADY_CONFIG={config} .venv/bin/propready orders list --state delivered"
+        )
     finally:
+        if serve is not None:
+            _stop(serve, grace=10)
         _stop(sandbox, grace=10)
 
 

@@ -115,6 +115,16 @@ RENDERERS: dict[str, Callable[[Mapping[str, Any], Detail], str]] = {
         f"PlanOmatic reports the price {_usd(d.get('vendor_price_cents'))}"
         f" (estimate was {_usd(d.get('estimated_price_cents'))})"
     ),
+    AuditKind.ORDER_DELIVERED: lambda r, d: (
+        f"delivered at {d.get('delivered_at')}: {d.get('photos')} photo(s), links "
+        + (", ".join(str(link) for link in d.get("links") or []) or "none")
+    ),
+    AuditKind.ORDER_CANCELED_BY_VENDOR: lambda r, d: (
+        f"canceled by PlanOmatic: {d.get('reason')} (on_vendor_cancel: {d.get('on_vendor_cancel')})"
+    ),
+    AuditKind.ORDER_UNABLE_TO_COMPLETE: lambda r, d: (
+        f"PlanOmatic could not complete the appointment: {d.get('reason')}"
+    ),
     AuditKind.ORDER_SENDING: lambda r, d: f"sending, attempt {d.get('attempt')}",
     AuditKind.ORDER_PLACED: lambda r, d: (
         f"placed: vendor order {d.get('vendor_order_id')} ({d.get('vendor_status')})"

@@ -74,6 +74,12 @@ QUIET_JOBS = frozenset(
 )  # logged at debug when idle
 
 
+# Jobs whose idle run only reads (apply_news: one SELECT, which SQLite's WAL answers even while
+# another process holds the write lock): an idle run is no sign of a daemon that gets work done,
+# so it does not feed the watchdog.
+IDLE_PROVES_NOTHING = frozenset({"apply_news"})
+
+
 def poll_stale_after(settings: Settings) -> timedelta:
     """Health turns bad when no poll succeeded for three intervals plus a minute of slack."""
     return timedelta(seconds=3 * settings.source.poll_interval_seconds + 60)
@@ -321,10 +327,12 @@ class Daemon:
         self, name: str, summary: CycleSummary, duration: float, error: str | None
     ) -> None:
         now = self.clock()
-        self.liveness.progressed()
+        counts = summary.as_dict()
+        busy = any(isinstance(value, int | float) and value for value in counts.values())
+        if busy or error is not None or name not in IDLE_PROVES_NOTHING:
+            self.liveness.progressed()
         if error is not None:
             error = REDACTOR.scrub_text(error)  # /healthz shows it; the log redacts on its own
-        counts = summary.as_dict()
         self.metrics.observe_job(name, duration, counts, error)  # rate-limit waits included
         if error is None:
             self.health.job_succeeded(name, now)
@@ -341,7 +349,6 @@ class Daemon:
                 self.health.send_failed(now, _send_trouble(summary))
         if name in ("poll", "full_pass"):
             self._after_poll(summary, now)
-        busy = any(isinstance(value, int | float) and value for value in counts.values())
         if busy:  # an idle job moved no order: no need to count them again
             self._refresh_order_gauge()
         quiet = name in QUIET_JOBS and error is None and not busy

@@ -76,6 +76,17 @@ def lock_order(connection: sa.Connection, order_id: int) -> Order | None:
     return Order.from_row(row) if row is not None else None
 
 
+def list_delivered(connection: sa.Connection, *, limit: int = 500) -> list[Order]:
+    """Orders PlanOmatic delivered, oldest delivery first."""
+    rows = connection.execute(
+        sa.select(orders)
+        .where(orders.c.delivered_at.is_not(None))
+        .order_by(orders.c.delivered_at, orders.c.id)
+        .limit(limit)
+    ).mappings()
+    return [Order.from_row(row) for row in rows]
+
+
 def record_news(connection: sa.Connection, order_id: int, values: dict[str, Any]) -> None:
     connection.execute(orders.update().where(orders.c.id == order_id).values(**values))
 
