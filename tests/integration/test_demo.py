@@ -25,4 +25,6 @@ def test_the_demo_runs_the_real_daemon_and_places_orders(tmp_path: Path) -> None
     assert "placed" in result.stdout
     # The lifecycle: the sandbox's webhooks through `propready serve` to delivered orders.
     assert "orders delivered (webhooks -> propready serve -> apply_news)" in result.stdout
+    # The write-back: each delivered order's photo link in the demo PM database's unit table.
+    assert "photo links written back to the PM database (unit.sphotosurl)" in result.stdout
     assert "photo_manage_link=https://" in result.stdout

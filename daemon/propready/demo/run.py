@@ -12,7 +12,9 @@ and prints what was ordered and why, read back from the audit log.
 The order lifecycle runs too: `propready serve` receives the sandbox's webhooks (the sandbox
 walks each order through the vendor's statuses every AUTO_ADVANCE_SECONDS, `--auto-advance`),
 the daemon's apply_news job applies them, and the demo waits until every placed order is
-delivered, then prints each order's links and photo count.
+delivered, then prints each order's links and photo count. The write-back closes the loop: the
+demo's `[writeback]` fills a new `unit.sphotosurl` column of the demo PM database with each
+delivered order's photo link (once per order), and the demo prints the links read back from it.
 
 A step that fails or times out stops the daemon and the sandbox, shows the end of the daemon's
 log and exits 1 with what went wrong.
@@ -21,6 +23,7 @@ log and exits 1 with what went wrong.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -42,7 +45,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from propready.adapters.store import properties
 from propready.adapters.store.deliverables import deliverables_for
 from propready.adapters.store.engine import create_state_engine
-from propready.adapters.store.schema import audit_log, orders, readiness_event
+from propready.adapters.store.schema import audit_log, orders, readiness_event, writeback_outbox
 from propready.core.audit_kinds import AuditKind
 from propready.core.orders import OrderState
 from propready.demo.pm_database import (
@@ -51,6 +54,7 @@ from propready.demo.pm_database import (
     create_demo_pm_database,
     describe_demo_pm_database,
 )
+from propready.demo.writeback import COLUMN, photo_links, prepare_demo_writeback
 from propready.service.checkpoints import CHECKPOINT
 
 DEMO_TIMEZONE = "America/Denver"
@@ -337,6 +341,28 @@ def _all_delivered(state: sa.Engine) -> bool:
     return int(waiting) == 0
 
 
+def _all_written_back(state: sa.Engine) -> bool:
+    with state.connect() as connection:
+        delivered = connection.execute(
+            sa.select(sa.func.count()).select_from(orders).where(orders.c.delivered_at.is_not(None))
+        ).scalar_one()
+        done = connection.execute(
+            sa.select(sa.func.count())
+            .select_from(writeback_outbox)
+            .where(writeback_outbox.c.state == "done")
+        ).scalar_one()
+    return int(done) >= int(delivered)
+
+
+def _report_writebacks(pm_url: str) -> None:
+    links = photo_links(pm_url)
+    print(f"\n== {len(links)} photo links written back to the PM database (unit.{COLUMN}) ==")
+    for code in sorted(links)[:5]:
+        print(f"{code:<10} {links[code]}")
+    if len(links) > 5:
+        print(f"... and {len(links) - 5} more")
+
+
 def _report_deliveries(state: sa.Engine) -> None:
     with state.connect() as connection:
         delivered = connection.execute(
@@ -429,6 +455,12 @@ def _run_daemon_rounds(
             timeout=DELIVERY_TIMEOUT,
             process=daemon,
         )
+        _wait_for(
+            "every delivered order to be written back to the PM database",
+            lambda: _all_written_back(state),
+            timeout=DELIVERY_TIMEOUT,
+            process=daemon,
+        )
         _show_metrics(metrics_url)
         print("\nstopping the daemon (SIGTERM) ...")
         code = _stop(daemon, grace=STOP_TIMEOUT)
@@ -462,6 +494,11 @@ def run_demo(workdir: Path, *, homes: int, rounds: int) -> None:
             webhook_token=DEMO_WEBHOOK_TOKEN,
         )
     )
+    pm_url = f"sqlite:///{pm_path.resolve()}"
+    with config.open("a") as file:  # the write-back fills unit.sphotosurl in the demo PM database
+        file.write("\n[writeback]\n")
+        for key, value in prepare_demo_writeback(pm_url).items():
+            file.write(f"{key} = {json.dumps(value)}\n")
     env = _demo_environment(config)
     print(f"demo PM database: {pm_path} ({homes} homes) {describe_demo_pm_database(pm_path)}")
 
@@ -480,6 +517,7 @@ def run_demo(workdir: Path, *, homes: int, rounds: int) -> None:
             _run_daemon_rounds(workdir, env, f"http://127.0.0.1:{metrics_port}", rounds, state)
             _report(state)
             _report_deliveries(state)
+        _report_writebacks(pm_url)
         print(f"\nExplore: PROPREADY_CONFIG={config} .venv/bin/propready audit --format table")
         print(
             f"         PROPREADY_CONFIG={config} .venv/bin/propready orders list --state delivered"
