@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from propready.adapters.sandbox import SandboxConfig, SandboxServer
-from tests.integration.cycle_support import PmDatabase, home
+# The same PM database and sandbox fixtures as the integration tests (one definition).
+from tests.integration.conftest import pm, sandbox  # noqa: F401
 
 CHROMIUM = os.environ.get("PROPREADY_TEST_CHROMIUM", "/usr/bin/chromium")
 
@@ -34,18 +33,3 @@ def browser() -> Iterator[Browser]:
             yield launched
         finally:
             launched.close()
-
-
-@pytest.fixture
-def pm(tmp_path: Path) -> Iterator[PmDatabase]:
-    """A PM database with two occupied homes, H1 and H2 (as in tests/integration)."""
-    database = PmDatabase(f"sqlite:///{tmp_path / 'pm.db'}")
-    database.insert(home("H1"), home("H2"))
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def sandbox() -> Iterator[SandboxServer]:
-    with SandboxServer(SandboxConfig.default()) as server:
-        yield server
