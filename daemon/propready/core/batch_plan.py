@@ -230,6 +230,10 @@ def plan_batch(
         memory.cursor.offer_all([row.values[scope.cursor_index] for row in rows])
     screen = BatchScreen(scope.typer, [row.values for row in rows])
     row_plan = _RowPlanner(scope, memory, plan, now, screen)
+    # Ids with rows held as repeated, read once per batch: looking them up per row would scan
+    # every held key for every row, a cost that grows with the number of hostile rows held.
+    # (Rows of this batch held as repeated belong to ambiguous ids, which never reach a release.)
+    row_plan.repeated = repeated_ids(memory.held)
     for index, row in enumerate(rows):
         row_plan.index, row_plan.digest = index, row.digest
         row_plan.take(row, stored)
@@ -269,6 +273,7 @@ class _RowPlanner:
         self.scope = scope
         self.screen = screen
         self.index = 0  # the row being planned, in the batch
+        self.repeated: set[str] = set()  # ids with rows held as repeated (plan_batch sets it)
         self.digest = ""  # its fingerprint
         self.memory = memory
         self.plan = plan
@@ -298,8 +303,9 @@ class _RowPlanner:
             self._quarantine(f"{property_id}{REPEAT_MARK}{row.digest[:16]}", row.digest, problem)
             return
         self.memory.seen.add(property_id)
-        # The id is unique again: its rows held as repeated are released.
-        self.plan.releases.extend(self.memory.held_repeats(property_id))
+        if property_id in self.repeated:
+            # The id is unique again: its rows held as repeated are released.
+            self.plan.releases.extend(self.memory.held_repeats(property_id))
         previous = stored.get(property_id)
         if previous is not None and previous.row_hash == row.digest:
             if self.quick_skip and previous.remembers_all(self.analysis.names):
