@@ -33,10 +33,13 @@ from starlette.types import ASGIApp
 from propready.adapters.passwords import verify_password
 from propready.adapters.planomatic import VendorError
 from propready.adapters.rulefiles import RuleFileError
-from propready.adapters.store import audit
+from propready.adapters.store import audit, console_secrets
 from propready.adapters.store import console_users as users_store
 from propready.adapters.store.console_pages import (
+    DeliveryCursor,
+    DeliveryFilter,
     OrderFilter,
+    deliveries_page,
     orders_of_home,
     orders_page,
     spend_by_entity_month,
@@ -159,6 +162,20 @@ def _int(text: str | None) -> int | None:
     return int(text) if text and text.isdigit() and len(text) < 19 else None
 
 
+def _delivery_cursor(at: str, before: str) -> DeliveryCursor | None:
+    """The deliveries page's `at` (an ISO time) and `before` (an order id), both or neither."""
+    if not at and not before:
+        return None
+    order_id = _int(before)
+    try:
+        delivered_at = datetime.fromisoformat(at)
+    except ValueError:
+        delivered_at = None
+    if order_id is None or delivered_at is None or delivered_at.tzinfo is None:
+        raise Refused("at, before: not a page of this list (follow the page's own link)")
+    return DeliveryCursor(delivered_at.astimezone(UTC), order_id)
+
+
 def _local_path(value: str) -> str:
     """Where to go after logging in: a path on this site only."""
     if value.startswith("/") and not value.startswith("//") and "\\" not in value:
@@ -172,7 +189,7 @@ class Console:
         self.config = deps.settings.console
         self.page_size = PAGE_SIZE
         self.audit_page_size = AUDIT_PAGE_SIZE
-        secret = self.config.session_secret.get_secret_value() or secrets.token_urlsafe(48)
+        secret = self.config.session_secret.get_secret_value() or self._stored_session_secret()
         self.codec = SessionCodec(secret, timedelta(hours=self.config.session_hours))
         self.throttle = LoginThrottle(
             self.config.login_max_failures,
@@ -187,6 +204,18 @@ class Console:
         self.templates.filters["usd"] = usd
         self.templates.filters["web_url"] = _web_url
         self.templates.tests["image"] = _is_image
+
+    def _stored_session_secret(self) -> str:
+        """Not configured: the key generated once and kept in the state database, so every
+        `serve` process (and a restart) accepts the others' cookies (design.md 8.5)."""
+        secret = console_secrets.stored_secret(
+            self.deps.state,
+            console_secrets.SESSION_KEY,
+            lambda: secrets.token_urlsafe(48),
+            self.deps.now(),
+        )
+        REDACTOR.add_values([secret])
+        return secret
 
     # --- the ASGI app ---------------------------------------------------------------------------
 
@@ -208,6 +237,7 @@ class Console:
             ),
             Route("/homes/{home}", self.page(self._home), methods=["GET"]),
             Route("/homes/{home}/reorder", self.page(self._reorder, role="act"), methods=["POST"]),
+            Route("/deliveries", self.page(self._deliveries), methods=["GET"]),
             Route("/spend", self.page(self._spend), methods=["GET"]),
             Route("/rules", self.page(self._rules), methods=["GET"]),
             Route("/audit", self.page(self._audit), methods=["GET"]),
@@ -575,6 +605,40 @@ class Console:
             {"done": done, "what": external_order_id}
         )
         return RedirectResponse(target, status_code=303)
+
+    # --- deliveries -----------------------------------------------------------------------------
+
+    def _deliveries(self, visit: Visit) -> Response:
+        query = visit.request.query_params
+        filters = {k: query.get(k, "").strip() for k in ("entity", "since", "until")}
+        try:
+            where = DeliveryFilter(
+                billing_entity_slug=filters["entity"] or None,
+                since=_day(filters["since"], "since"),
+                until=_day(filters["until"], "until"),
+            )
+            before = _delivery_cursor(query.get("at", ""), query.get("before", ""))
+        except Refused as exc:
+            return self.render(
+                visit,
+                "deliveries.html",
+                400,
+                rows=[],
+                next_url=None,
+                filters=filters,
+                error=str(exc),
+            )
+        with self.deps.state.connect() as connection:
+            found, cursor = deliveries_page(connection, where, before=before, limit=self.page_size)
+        next_url = None
+        if cursor is not None:
+            kept = {k: v for k, v in filters.items() if v}
+            next_url = "/deliveries?" + urlencode(
+                {**kept, "at": cursor.delivered_at.isoformat(), "before": cursor.order_id}
+            )
+        return self.render(
+            visit, "deliveries.html", rows=found, next_url=next_url, filters=filters, error=None
+        )
 
     # --- a home's story -------------------------------------------------------------------------
 
