@@ -800,3 +800,82 @@ def test_two_processes_generating_the_secret_at_once_keep_one(state_url: str) ->
         assert kept[0] == stored_session_secret(engine)
     finally:
         engine.dispose()
+
+
+def test_admins_disable_enable_and_reset_passwords_audited_with_their_name(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    settings = console_settings(state_url, pm, sandbox)
+    with serve_console(settings, now=clock) as served:
+        add_users(served.state, clock)
+        with served.client() as vera, served.client() as alice, served.client() as admin:
+            assert log_in(vera, "vera").status_code == 303
+            assert log_in(alice, "alice").status_code == 303
+            assert log_in(admin, "adam").status_code == 303
+            token = csrf_of(alice.get("/"))
+            for action, data in (
+                ("disable", {}),
+                ("password", {"password": "alice-took-over-1", "password2": "alice-took-over-1"}),
+            ):  # an approver may not manage users
+                refused = alice.post(f"/users/vera/{action}", data={"csrf_token": token, **data})
+                assert refused.status_code == 403
+            assert vera.get("/").status_code == 200
+
+            page = admin.get("/users")
+            assert 'action="/users/vera/disable"' in page.text
+            assert 'action="/users/adam/disable"' not in page.text  # not themselves
+            token = csrf_of(page)
+            assert admin.post("/users/vera/disable", data={}).status_code == 403  # no CSRF
+            assert vera.get("/").status_code == 200
+            yourself = admin.post("/users/adam/disable", data={"csrf_token": token})
+            assert yourself.status_code == 409
+            assert "cannot disable yourself" in yourself.text
+
+            disabled = admin.post("/users/vera/disable", data={"csrf_token": token})
+            assert disabled.status_code == 303
+            assert "Disabled vera" in admin.get(disabled.headers["location"]).text
+            assert vera.get("/").status_code == 303  # her session ended
+            assert log_in(vera, "vera").status_code == 401
+            enabled = admin.post("/users/vera/enable", data={"csrf_token": token})
+            assert enabled.status_code == 303
+            assert log_in(vera, "vera").status_code == 303
+
+            differ = admin.post(
+                "/users/vera/password",
+                data={"csrf_token": token, "password": "vera-new-secret-1", "password2": "x" * 17},
+            )
+            assert differ.status_code == 409
+            assert "differ" in differ.text
+            short = admin.post(
+                "/users/vera/password",
+                data={"csrf_token": token, "password": "short-one", "password2": "short-one"},
+            )
+            assert short.status_code == 409
+            assert "12" in short.text
+            assert "short-one" not in short.text
+            missing = admin.post("/users/nobody/enable", data={"csrf_token": token})
+            assert missing.status_code == 409
+            assert audit_rows(served.state, "console_user_password_changed") == []
+
+            new = "vera-new-secret-1"
+            reset = admin.post(
+                "/users/vera/password",
+                data={"csrf_token": token, "password": new, "password2": new},
+            )
+            assert reset.status_code == 303
+            assert new not in admin.get(reset.headers["location"]).text
+            assert vera.get("/").status_code == 303  # her session ended again
+            assert log_in(vera, "vera").status_code == 401  # the old password is gone
+            assert log_in(vera, "vera", new).status_code == 303
+
+        for kind in (
+            "console_user_disabled",
+            "console_user_enabled",
+            "console_user_password_changed",
+        ):
+            [row] = audit_rows(served.state, kind)
+            assert row["detail"] == {"user": "vera", "by": "adam"}, kind
+        assert all(
+            new not in str(row) for row in audit_rows(served.state, "console_user_password_changed")
+        )

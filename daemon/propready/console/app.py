@@ -66,6 +66,7 @@ from propready.log import REDACTOR, redact
 from propready.report.story import summarise, trace_lines
 from propready.report.svg import bar_chart
 from propready.service.attention import AttentionError, attention_list, silence_item
+from propready.service.console_users import UserError, set_disabled, set_password
 from propready.service.operator import OrderActionError, approve, cancel, resolve
 from propready.service.reorder import ReorderRefused
 
@@ -94,6 +95,9 @@ DONE_MESSAGES = {
     "reordered": "Reordered {what}; the next send cycle sends it (or it waits for approval).",
     "ack": "Acknowledged {what}: hidden until it changes.",
     "snooze": "Snoozed {what}.",
+    "disabled": "Disabled {what}: their sessions ended.",
+    "enabled": "Enabled {what}.",
+    "password": "Set a new password for {what}: their sessions ended.",
 }
 
 
@@ -176,6 +180,12 @@ def _delivery_cursor(at: str, before: str) -> DeliveryCursor | None:
     return DeliveryCursor(delivered_at.astimezone(UTC), order_id)
 
 
+def _raw(visit: Visit, name: str) -> str:
+    """A form field as typed (a password: not stripped)."""
+    value = visit.form.get(name) if visit.form is not None else None
+    return value if isinstance(value, str) else ""
+
+
 def _local_path(value: str) -> str:
     """Where to go after logging in: a path on this site only."""
     if value.startswith("/") and not value.startswith("//") and "\\" not in value:
@@ -243,6 +253,11 @@ class Console:
             Route("/audit", self.page(self._audit), methods=["GET"]),
             Route("/audit.csv", self.page(self._audit_csv), methods=["GET"]),
             Route("/users", self.page(self._users, role="admin"), methods=["GET"]),
+            Route(
+                "/users/{name}/{action:str}",
+                self.page(self._user_action, role="admin"),
+                methods=["POST"],
+            ),
             Mount("/static", StaticFiles(directory=static), name="static"),
         ]
         return SecurityHeaders(Starlette(routes=routes, max_body_size=MAX_BODY))
@@ -855,10 +870,44 @@ class Console:
             headers={"content-disposition": 'attachment; filename="propready-audit.csv"'},
         )
 
-    def _users(self, visit: Visit) -> Response:
+    def _users(self, visit: Visit, error: str | None = None, status: int = 200) -> Response:
         with self.deps.state.connect() as connection:
             found = users_store.list_users(connection)
-        return self.render(visit, "users.html", users=found)
+        return self.render(
+            visit,
+            "users.html",
+            status,
+            users=found,
+            password_auth=self.config.auth == "password",
+            error=error,
+        )
+
+    def _user_action(self, visit: Visit) -> Response:
+        """An admin disables, enables or resets the password of a user: the same service
+        functions as `propready users`, audited with the admin's name."""
+        name = visit.request.path_params["name"]
+        action = visit.request.path_params["action"]
+        now = self.deps.now()
+        try:
+            if action in ("disable", "enable"):
+                if action == "disable" and name == visit.by:
+                    raise UserError("you cannot disable yourself (another admin can)")
+                set_disabled(self.deps.state, name, action == "disable", by=visit.by, now=now)
+                done = f"{action}d"
+            elif action == "password":
+                if self.config.auth != "password":
+                    raise UserError('passwords are not used with auth = "proxy"')
+                first, second = _raw(visit, "password"), _raw(visit, "password2")
+                if first != second:
+                    raise UserError("the two passwords differ: type the same one twice")
+                set_password(self.deps.state, name, first, by=visit.by, now=now)
+                done = "password"
+            else:
+                return self._refuse(visit, 404, f"no action {action!r}")
+        except UserError as exc:
+            return self._users(visit, error=f"{name[:100]}: {exc}", status=409)
+        target = "/users?" + urlencode({"done": done, "what": name})
+        return RedirectResponse(target, status_code=303)
 
 
 def _svg(text: str) -> Markup:
