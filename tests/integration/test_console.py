@@ -27,11 +27,14 @@ from propready.adapters.store import audit, deliverables, outbox
 from propready.adapters.store.audit_views import read_view
 from propready.adapters.store.console_secrets import SESSION_KEY, stored_secret
 from propready.adapters.store.engine import create_state_engine
+from propready.adapters.store.reachability import StateUnavailable
 from propready.adapters.store.schema import console_secret, orders
+from propready.console.app import Console
 from propready.core.pricing import usd
 from propready.service import run_cycle
 from propready.service.console_users import remove_user, set_disabled, set_password
 from propready.settings import ConfigError, load_settings
+from propready.wiring import console_deps
 from tests.integration.console_support import (
     PASSWORDS,
     SESSION_SECRET,
@@ -879,3 +882,26 @@ def test_admins_disable_enable_and_reset_passwords_audited_with_their_name(
         assert all(
             new not in str(row) for row in audit_rows(served.state, "console_user_password_changed")
         )
+
+
+def test_a_state_database_without_the_key_table_is_one_line_at_start(
+    tmp_path: Path, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    empty = f"sqlite:///{tmp_path / 'not-migrated.db'}"
+    settings = console_settings(empty, pm, sandbox, session_secret="")
+    engine = create_state_engine(empty)
+    try:
+        with pytest.raises(StateUnavailable) as refused:
+            Console(console_deps(settings, engine))
+    finally:
+        engine.dispose()
+    message = str(refused.value)
+    assert message.startswith("state.url: ")
+    assert "\n" not in message
+    assert "console_secret" in message
+    configured = console_settings(empty, pm, sandbox)  # a configured key needs no table
+    engine = create_state_engine(empty)
+    try:
+        Console(console_deps(settings=configured, state=engine))
+    finally:
+        engine.dispose()

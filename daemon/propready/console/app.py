@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import sqlalchemy as sa
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from starlette.applications import Starlette
@@ -46,6 +47,7 @@ from propready.adapters.store.console_pages import (
 )
 from propready.adapters.store.console_users import ConsoleUser
 from propready.adapters.store.outbox import find_by_external_order_id
+from propready.adapters.store.reachability import StateUnavailable, describe_state_failure
 from propready.console.deps import ConsoleDeps, ReorderRequest
 from propready.console.security import (
     COOKIE,
@@ -218,12 +220,16 @@ class Console:
     def _stored_session_secret(self) -> str:
         """Not configured: the key generated once and kept in the state database, so every
         `serve` process (and a restart) accepts the others' cookies (design.md 8.5)."""
-        secret = console_secrets.stored_secret(
-            self.deps.state,
-            console_secrets.SESSION_KEY,
-            lambda: secrets.token_urlsafe(48),
-            self.deps.now(),
-        )
+        try:
+            secret = console_secrets.stored_secret(
+                self.deps.state,
+                console_secrets.SESSION_KEY,
+                lambda: secrets.token_urlsafe(48),
+                self.deps.now(),
+            )
+        except sa.exc.SQLAlchemyError as exc:  # `serve` prints the one line and exits
+            url = self.deps.settings.state.url
+            raise StateUnavailable(describe_state_failure(url, exc)) from None
         REDACTOR.add_values([secret])
         return secret
 
