@@ -1,4 +1,4 @@
-"""the web console: its users, and indexes for its paginated order lists
+"""the web console: its users, its signing keys, and indexes for its paginated lists
 
 - console_user: people who may log in to the console (`propready users add`), with a role
   (viewer, approver, admin), an argon2id password hash (NULL for users authenticated by a
@@ -18,7 +18,7 @@ New tables and indexes only: old and new versions can run against this schema du
 upgrade.
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0014
 Create Date: 2026-12-02
 """
 
