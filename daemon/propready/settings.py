@@ -266,7 +266,8 @@ class ConsoleSettings(_Section):
     # are believed; from any other peer those headers are ignored. Never "*".
     trusted_proxies: tuple[str, ...] = ()
     # Signs the session and CSRF cookies; better as the systemd credential
-    # console__session_secret. At least 32 characters.
+    # console__session_secret. At least 32 characters. Empty: a key generated once and kept in
+    # the state database (table console_secret), shared by every `serve` process.
     session_secret: SecretStr = SecretStr("")
     # Mark cookies Secure (sent over https only); plain http on loopback still works.
     cookie_secure: bool = True
@@ -305,12 +306,6 @@ class ConsoleSettings(_Section):
     def _complete_when_listening(self) -> ConsoleSettings:
         if not self.listen:
             return self
-        if self.auth == "password" and not self.session_secret.get_secret_value():
-            raise ValueError(
-                "console.session_secret is required when console.listen is set with "
-                'auth = "password" (a credential named console__session_secret, or '
-                "PROPREADY_CONSOLE__SESSION_SECRET; at least 32 characters)"
-            )
         if self.auth == "proxy" and not self.trusted_proxies:
             raise ValueError(
                 'console.trusted_proxies is required with auth = "proxy" (the reverse '

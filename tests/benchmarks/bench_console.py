@@ -49,7 +49,7 @@ ORDERS = """
 INSERT INTO orders (id, external_order_id, external_property_id, event_id, rule_id, rules_version,
                     billing_entity_slug, state, vendor_status, vendor_order_id, payload,
                     created_at, window_end, updated_at, attempts, estimated_price_cents,
-                    price_estimated, budget_day)
+                    price_estimated, budget_day, delivered_at)
 SELECT i + 1,
        'PR-' || i,
        'P' || (i % {homes}),
@@ -71,7 +71,9 @@ SELECT i + 1,
        1,
        30000,
        false,
-       (date '2025-01-01' + (i * 5 / 1440))
+       (date '2025-01-01' + (i * 5 / 1440)),
+       CASE WHEN i % 97 = 0 OR i % 89 = 0 THEN NULL
+            ELSE timestamptz '2025-01-03 00:00:00+00' + i * interval '5 minutes' END
   FROM generate_series(0, {orders} - 1) AS i
 """
 
@@ -143,6 +145,9 @@ def main() -> None:
                         "/orders?since=2025-03-01&until=2025-03-08",
                         f"/orders/PR-{middle}",
                         f"/homes/P{middle % HOMES}",
+                        "/deliveries",
+                        "/deliveries?entity=entity_3",
+                        "/deliveries?since=2025-03-01&until=2025-03-08",
                         "/spend",
                         "/rules",
                         "/audit",

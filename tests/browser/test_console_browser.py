@@ -190,6 +190,7 @@ def test_every_page_shows_something_and_a_home_shows_its_photo_links(
         "orders": "/orders",
         "order": f"/orders/{ids['H1']}",
         "home": "/homes/H1",
+        "deliveries": "/deliveries",
         "spend": "/spend",
         "rules": "/rules",
         "audit": "/audit",

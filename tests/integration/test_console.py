@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
+import secrets
 import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +23,18 @@ import pytest
 import sqlalchemy as sa
 
 from propready.adapters.sandbox import SandboxServer
-from propready.adapters.store import audit, outbox
+from propready.adapters.store import audit, deliverables, outbox
 from propready.adapters.store.audit_views import read_view
+from propready.adapters.store.console_secrets import SESSION_KEY, stored_secret
+from propready.adapters.store.engine import create_state_engine
+from propready.adapters.store.reachability import StateUnavailable
+from propready.adapters.store.schema import console_secret, orders
+from propready.console.app import Console
 from propready.core.pricing import usd
 from propready.service import run_cycle
 from propready.service.console_users import remove_user, set_disabled, set_password
 from propready.settings import ConfigError, load_settings
+from propready.wiring import console_deps
 from tests.integration.console_support import (
     PASSWORDS,
     SESSION_SECRET,
@@ -488,17 +497,14 @@ def test_proxy_auth_believes_the_user_header_only_from_trusted_proxies(
         assert "vera (viewer)" not in refused.text
 
 
-def test_password_auth_refuses_to_start_without_a_session_secret(tmp_path: Path) -> None:
+def test_console_settings_need_no_session_secret_but_refuse_a_short_one(tmp_path: Path) -> None:
     config = tmp_path / "propready.toml"
     config.write_text(
         '[source]\nurl = "sqlite:///pm.db"\nquery = "SELECT 1 AS external_property_id"\n'
         '[console]\nlisten = "127.0.0.1:8720"\n'
     )
-    with pytest.raises(ConfigError) as refused:
-        load_settings(config)
-    message = str(refused.value)
-    assert "\n" not in message
-    assert "console.session_secret is required" in message
+    settings = load_settings(config)  # the key is generated and kept in the state database
+    assert settings.console.session_secret.get_secret_value() == ""
     config.write_text(
         '[source]\nurl = "sqlite:///pm.db"\nquery = "SELECT 1 AS external_property_id"\n'
         '[console]\nlisten = "127.0.0.1:8720"\nsession_secret = "short"\n'
@@ -645,3 +651,257 @@ def test_an_order_a_budget_held_is_approved_over_budget_only_with_a_reason(
         [row] = audit_rows(served.state, "order_approved")
         assert row["detail"]["approved_by"] == "alice"
         assert row["detail"]["over_budget_reason"] == "open house Friday"
+
+
+def deliver(
+    state: sa.Engine, external_order_id: str, at: datetime, *, entity: str | None = None
+) -> None:
+    """The order delivered at `at` with a photo manager link, an unsafe link and two photos,
+    stored as the apply step stores them (adapters/store/deliverables.py)."""
+    with state.begin() as connection:
+        order = outbox.find_by_external_order_id(connection, external_order_id)
+        assert order is not None
+        values: dict[str, Any] = {"delivered_at": at}
+        if entity is not None:
+            values["billing_entity_slug"] = entity
+        connection.execute(sa.update(orders).where(orders.c.id == order.id).values(**values))
+        links = deliverables.link_rows(
+            {
+                "photo_manage_link": f"https://portal.example.com/{external_order_id}",
+                "zz_odd_link": "javascript:alert(1)",
+            }
+        )
+        photos = [
+            {
+                **links[0],
+                "kind": "photo",
+                "name": "photo",
+                "sequence": n,
+                "url": f"https://cdn.example.com/{n}.jpg",
+            }
+            for n in (1, 2)
+        ]
+        deliverables.upsert(connection, order.id, links + photos, at, overwrite=True)
+
+
+def test_the_deliveries_page_lists_delivered_orders_newest_first_with_their_links(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    settings = console_settings(state_url, pm, sandbox)
+    ids = orders_awaiting_approval(settings, pm, clock)
+    with serve_console(settings, now=clock) as served, served.client() as client:
+        add_users(served.state, clock, "vera")
+        assert log_in(client, "vera").status_code == 303  # a viewer may read it
+        assert 'href="/deliveries"' in client.get("/").text
+        empty = client.get("/deliveries")
+        assert empty.status_code == 200
+        assert "No deliveries match." in empty.text
+
+        deliver(served.state, ids["H1"], datetime(2026, 11, 20, 15, 0, tzinfo=UTC))
+        page = client.get("/deliveries")
+        assert page.status_code == 200
+        assert f'href="/orders/{ids["H1"]}"' in page.text
+        assert 'href="/homes/H1"' in page.text
+        assert f'href="https://portal.example.com/{ids["H1"]}"' in page.text
+        assert "2026-11-20 15:00" in page.text
+        assert "<td>2</td>" in page.text  # two photos
+        assert 'href="javascript:' not in page.text
+        assert ids["H2"] not in page.text  # not delivered
+
+        served.console.page_size = 1
+        deliver(
+            served.state, ids["H2"], datetime(2026, 11, 25, 9, 0, tzinfo=UTC), entity="other_llc"
+        )
+        first = client.get("/deliveries")
+        assert ids["H2"] in first.text  # newest delivery first
+        assert ids["H1"] not in first.text
+        link = first.text.split('href="/deliveries?')[1].split('"')[0].replace("&amp;", "&")
+        second = client.get("/deliveries?" + link)
+        assert second.status_code == 200
+        assert ids["H1"] in second.text
+        assert ids["H2"] not in second.text
+        assert 'rel="next"' not in second.text
+
+        served.console.page_size = 50
+        by_entity = client.get("/deliveries?entity=other_llc").text
+        assert ids["H2"] in by_entity
+        assert ids["H1"] not in by_entity
+        by_date = client.get("/deliveries?since=2026-11-01&until=2026-11-21").text
+        assert ids["H1"] in by_date
+        assert ids["H2"] not in by_date
+        assert client.get("/deliveries?since=last-week").status_code == 400
+        assert client.get("/deliveries?at=nonsense&before=3").status_code == 400
+
+
+def stored_session_secret(state: sa.Engine) -> str:
+    with state.connect() as connection:
+        return str(
+            connection.execute(
+                sa.select(console_secret.c.value).where(console_secret.c.name == SESSION_KEY)
+            ).scalar_one()
+        )
+
+
+def test_without_a_configured_secret_every_start_shares_one_generated_in_the_database(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock()
+    generated = console_settings(state_url, pm, sandbox, session_secret="")
+    with (
+        serve_console(generated, now=clock) as one,
+        serve_console(generated, now=clock) as two,
+        one.client() as client,
+    ):
+        add_users(one.state, clock, "alice")
+        assert log_in(client, "alice").status_code == 303
+        cookie = str(client.cookies.get("propready_console"))
+        secret = stored_session_secret(one.state)
+        assert len(secret) >= 48
+        with two.client() as other:  # the other process accepts the first one's cookie
+            other.cookies.set("propready_console", cookie)
+            page = other.get("/")
+            assert page.status_code == 200
+            assert "alice (approver)" in page.text
+            for path in ("/", "/orders", "/deliveries", "/audit", "/audit.csv"):
+                assert secret not in other.get(path).text, path
+        assert secret not in caplog.text
+        assert all(secret not in str(row) for row in audit_rows(one.state, "console_login"))
+    with serve_console(generated, now=clock) as again, again.client() as client:  # a restart
+        client.cookies.set("propready_console", cookie)
+        assert client.get("/").status_code == 200
+        assert stored_session_secret(again.state) == secret
+
+    configured = console_settings(state_url, pm, sandbox)  # a configured secret wins
+    with serve_console(configured, now=clock) as served, served.client() as client:
+        client.cookies.set("propready_console", cookie)
+        assert client.get("/").status_code == 303  # signed with the other key: not accepted
+        assert log_in(client, "alice").status_code == 303
+        assert client.get("/").status_code == 200
+        assert stored_session_secret(served.state) == secret  # the stored one is left alone
+
+
+def test_two_processes_generating_the_secret_at_once_keep_one(state_url: str) -> None:
+    engine = create_state_engine(state_url)
+    barrier = threading.Barrier(4)
+    candidates = iter(secrets.token_urlsafe(48) for _ in range(4))
+    lock = threading.Lock()
+
+    def generate() -> str:
+        with lock:
+            value = next(candidates)
+        barrier.wait(timeout=30)  # every start has its candidate before anyone inserts
+        return value
+
+    def start() -> str:
+        return stored_secret(engine, SESSION_KEY, generate, datetime.now(UTC))
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            kept = list(pool.map(lambda _: start(), range(4)))
+        assert len(set(kept)) == 1
+        assert kept[0] == stored_session_secret(engine)
+    finally:
+        engine.dispose()
+
+
+def test_admins_disable_enable_and_reset_passwords_audited_with_their_name(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    clock = Clock()
+    settings = console_settings(state_url, pm, sandbox)
+    with serve_console(settings, now=clock) as served:
+        add_users(served.state, clock)
+        with served.client() as vera, served.client() as alice, served.client() as admin:
+            assert log_in(vera, "vera").status_code == 303
+            assert log_in(alice, "alice").status_code == 303
+            assert log_in(admin, "adam").status_code == 303
+            token = csrf_of(alice.get("/"))
+            for action, data in (
+                ("disable", {}),
+                ("password", {"password": "alice-took-over-1", "password2": "alice-took-over-1"}),
+            ):  # an approver may not manage users
+                refused = alice.post(f"/users/vera/{action}", data={"csrf_token": token, **data})
+                assert refused.status_code == 403
+            assert vera.get("/").status_code == 200
+
+            page = admin.get("/users")
+            assert 'action="/users/vera/disable"' in page.text
+            assert 'action="/users/adam/disable"' not in page.text  # not themselves
+            token = csrf_of(page)
+            assert admin.post("/users/vera/disable", data={}).status_code == 403  # no CSRF
+            assert vera.get("/").status_code == 200
+            yourself = admin.post("/users/adam/disable", data={"csrf_token": token})
+            assert yourself.status_code == 409
+            assert "cannot disable yourself" in yourself.text
+
+            disabled = admin.post("/users/vera/disable", data={"csrf_token": token})
+            assert disabled.status_code == 303
+            assert "Disabled vera" in admin.get(disabled.headers["location"]).text
+            assert vera.get("/").status_code == 303  # her session ended
+            assert log_in(vera, "vera").status_code == 401
+            enabled = admin.post("/users/vera/enable", data={"csrf_token": token})
+            assert enabled.status_code == 303
+            assert log_in(vera, "vera").status_code == 303
+
+            differ = admin.post(
+                "/users/vera/password",
+                data={"csrf_token": token, "password": "vera-new-secret-1", "password2": "x" * 17},
+            )
+            assert differ.status_code == 409
+            assert "differ" in differ.text
+            short = admin.post(
+                "/users/vera/password",
+                data={"csrf_token": token, "password": "short-one", "password2": "short-one"},
+            )
+            assert short.status_code == 409
+            assert "12" in short.text
+            assert "short-one" not in short.text
+            missing = admin.post("/users/nobody/enable", data={"csrf_token": token})
+            assert missing.status_code == 409
+            assert audit_rows(served.state, "console_user_password_changed") == []
+
+            new = "vera-new-secret-1"
+            reset = admin.post(
+                "/users/vera/password",
+                data={"csrf_token": token, "password": new, "password2": new},
+            )
+            assert reset.status_code == 303
+            assert new not in admin.get(reset.headers["location"]).text
+            assert vera.get("/").status_code == 303  # her session ended again
+            assert log_in(vera, "vera").status_code == 401  # the old password is gone
+            assert log_in(vera, "vera", new).status_code == 303
+
+        for kind in (
+            "console_user_disabled",
+            "console_user_enabled",
+            "console_user_password_changed",
+        ):
+            [row] = audit_rows(served.state, kind)
+            assert row["detail"] == {"user": "vera", "by": "adam"}, kind
+        assert all(
+            new not in str(row) for row in audit_rows(served.state, "console_user_password_changed")
+        )
+
+
+def test_a_state_database_without_the_key_table_is_one_line_at_start(
+    tmp_path: Path, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    empty = f"sqlite:///{tmp_path / 'not-migrated.db'}"
+    settings = console_settings(empty, pm, sandbox, session_secret="")
+    engine = create_state_engine(empty)
+    try:
+        with pytest.raises(StateUnavailable) as refused:
+            Console(console_deps(settings, engine))
+    finally:
+        engine.dispose()
+    message = str(refused.value)
+    assert message.startswith("state.url: ")
+    assert "\n" not in message
+    assert "console_secret" in message
+    configured = console_settings(empty, pm, sandbox)  # a configured key needs no table
+    engine = create_state_engine(empty)
+    try:
+        Console(console_deps(settings=configured, state=engine))
+    finally:
+        engine.dispose()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import sqlalchemy as sa
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from starlette.applications import Starlette
@@ -33,16 +34,20 @@ from starlette.types import ASGIApp
 from propready.adapters.passwords import verify_password
 from propready.adapters.planomatic import VendorError
 from propready.adapters.rulefiles import RuleFileError
-from propready.adapters.store import audit
+from propready.adapters.store import audit, console_secrets
 from propready.adapters.store import console_users as users_store
 from propready.adapters.store.console_pages import (
+    DeliveryCursor,
+    DeliveryFilter,
     OrderFilter,
+    deliveries_page,
     orders_of_home,
     orders_page,
     spend_by_entity_month,
 )
 from propready.adapters.store.console_users import ConsoleUser
 from propready.adapters.store.outbox import find_by_external_order_id
+from propready.adapters.store.reachability import StateUnavailable, describe_state_failure
 from propready.console.deps import ConsoleDeps, ReorderRequest
 from propready.console.security import (
     COOKIE,
@@ -63,6 +68,7 @@ from propready.log import REDACTOR, redact
 from propready.report.story import summarise, trace_lines
 from propready.report.svg import bar_chart
 from propready.service.attention import AttentionError, attention_list, silence_item
+from propready.service.console_users import UserError, set_disabled, set_password
 from propready.service.operator import OrderActionError, approve, cancel, resolve
 from propready.service.reorder import ReorderRefused
 
@@ -91,6 +97,9 @@ DONE_MESSAGES = {
     "reordered": "Reordered {what}; the next send cycle sends it (or it waits for approval).",
     "ack": "Acknowledged {what}: hidden until it changes.",
     "snooze": "Snoozed {what}.",
+    "disabled": "Disabled {what}: their sessions ended.",
+    "enabled": "Enabled {what}.",
+    "password": "Set a new password for {what}: their sessions ended.",
 }
 
 
@@ -159,6 +168,26 @@ def _int(text: str | None) -> int | None:
     return int(text) if text and text.isdigit() and len(text) < 19 else None
 
 
+def _delivery_cursor(at: str, before: str) -> DeliveryCursor | None:
+    """The deliveries page's `at` (an ISO time) and `before` (an order id), both or neither."""
+    if not at and not before:
+        return None
+    order_id = _int(before)
+    try:
+        delivered_at = datetime.fromisoformat(at)
+    except ValueError:
+        delivered_at = None
+    if order_id is None or delivered_at is None or delivered_at.tzinfo is None:
+        raise Refused("at, before: not a page of this list (follow the page's own link)")
+    return DeliveryCursor(delivered_at.astimezone(UTC), order_id)
+
+
+def _raw(visit: Visit, name: str) -> str:
+    """A form field as typed (a password: not stripped)."""
+    value = visit.form.get(name) if visit.form is not None else None
+    return value if isinstance(value, str) else ""
+
+
 def _local_path(value: str) -> str:
     """Where to go after logging in: a path on this site only."""
     if value.startswith("/") and not value.startswith("//") and "\\" not in value:
@@ -172,7 +201,7 @@ class Console:
         self.config = deps.settings.console
         self.page_size = PAGE_SIZE
         self.audit_page_size = AUDIT_PAGE_SIZE
-        secret = self.config.session_secret.get_secret_value() or secrets.token_urlsafe(48)
+        secret = self.config.session_secret.get_secret_value() or self._stored_session_secret()
         self.codec = SessionCodec(secret, timedelta(hours=self.config.session_hours))
         self.throttle = LoginThrottle(
             self.config.login_max_failures,
@@ -187,6 +216,22 @@ class Console:
         self.templates.filters["usd"] = usd
         self.templates.filters["web_url"] = _web_url
         self.templates.tests["image"] = _is_image
+
+    def _stored_session_secret(self) -> str:
+        """Not configured: the key generated once and kept in the state database, so every
+        `serve` process (and a restart) accepts the others' cookies (design.md 8.5)."""
+        try:
+            secret = console_secrets.stored_secret(
+                self.deps.state,
+                console_secrets.SESSION_KEY,
+                lambda: secrets.token_urlsafe(48),
+                self.deps.now(),
+            )
+        except sa.exc.SQLAlchemyError as exc:  # `serve` prints the one line and exits
+            url = self.deps.settings.state.url
+            raise StateUnavailable(describe_state_failure(url, exc)) from None
+        REDACTOR.add_values([secret])
+        return secret
 
     # --- the ASGI app ---------------------------------------------------------------------------
 
@@ -208,11 +253,17 @@ class Console:
             ),
             Route("/homes/{home}", self.page(self._home), methods=["GET"]),
             Route("/homes/{home}/reorder", self.page(self._reorder, role="act"), methods=["POST"]),
+            Route("/deliveries", self.page(self._deliveries), methods=["GET"]),
             Route("/spend", self.page(self._spend), methods=["GET"]),
             Route("/rules", self.page(self._rules), methods=["GET"]),
             Route("/audit", self.page(self._audit), methods=["GET"]),
             Route("/audit.csv", self.page(self._audit_csv), methods=["GET"]),
             Route("/users", self.page(self._users, role="admin"), methods=["GET"]),
+            Route(
+                "/users/{name}/{action:str}",
+                self.page(self._user_action, role="admin"),
+                methods=["POST"],
+            ),
             Mount("/static", StaticFiles(directory=static), name="static"),
         ]
         return SecurityHeaders(Starlette(routes=routes, max_body_size=MAX_BODY))
@@ -576,6 +627,40 @@ class Console:
         )
         return RedirectResponse(target, status_code=303)
 
+    # --- deliveries -----------------------------------------------------------------------------
+
+    def _deliveries(self, visit: Visit) -> Response:
+        query = visit.request.query_params
+        filters = {k: query.get(k, "").strip() for k in ("entity", "since", "until")}
+        try:
+            where = DeliveryFilter(
+                billing_entity_slug=filters["entity"] or None,
+                since=_day(filters["since"], "since"),
+                until=_day(filters["until"], "until"),
+            )
+            before = _delivery_cursor(query.get("at", ""), query.get("before", ""))
+        except Refused as exc:
+            return self.render(
+                visit,
+                "deliveries.html",
+                400,
+                rows=[],
+                next_url=None,
+                filters=filters,
+                error=str(exc),
+            )
+        with self.deps.state.connect() as connection:
+            found, cursor = deliveries_page(connection, where, before=before, limit=self.page_size)
+        next_url = None
+        if cursor is not None:
+            kept = {k: v for k, v in filters.items() if v}
+            next_url = "/deliveries?" + urlencode(
+                {**kept, "at": cursor.delivered_at.isoformat(), "before": cursor.order_id}
+            )
+        return self.render(
+            visit, "deliveries.html", rows=found, next_url=next_url, filters=filters, error=None
+        )
+
     # --- a home's story -------------------------------------------------------------------------
 
     def _story_row(self, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -791,10 +876,44 @@ class Console:
             headers={"content-disposition": 'attachment; filename="propready-audit.csv"'},
         )
 
-    def _users(self, visit: Visit) -> Response:
+    def _users(self, visit: Visit, error: str | None = None, status: int = 200) -> Response:
         with self.deps.state.connect() as connection:
             found = users_store.list_users(connection)
-        return self.render(visit, "users.html", users=found)
+        return self.render(
+            visit,
+            "users.html",
+            status,
+            users=found,
+            password_auth=self.config.auth == "password",
+            error=error,
+        )
+
+    def _user_action(self, visit: Visit) -> Response:
+        """An admin disables, enables or resets the password of a user: the same service
+        functions as `propready users`, audited with the admin's name."""
+        name = visit.request.path_params["name"]
+        action = visit.request.path_params["action"]
+        now = self.deps.now()
+        try:
+            if action in ("disable", "enable"):
+                if action == "disable" and name == visit.by:
+                    raise UserError("you cannot disable yourself (another admin can)")
+                set_disabled(self.deps.state, name, action == "disable", by=visit.by, now=now)
+                done = f"{action}d"
+            elif action == "password":
+                if self.config.auth != "password":
+                    raise UserError('passwords are not used with auth = "proxy"')
+                first, second = _raw(visit, "password"), _raw(visit, "password2")
+                if first != second:
+                    raise UserError("the two passwords differ: type the same one twice")
+                set_password(self.deps.state, name, first, by=visit.by, now=now)
+                done = "password"
+            else:
+                return self._refuse(visit, 404, f"no action {action!r}")
+        except UserError as exc:
+            return self._users(visit, error=f"{name[:100]}: {exc}", status=409)
+        target = "/users?" + urlencode({"done": done, "what": name})
+        return RedirectResponse(target, status_code=303)
 
 
 def _svg(text: str) -> Markup:

@@ -1,6 +1,7 @@
 """The console's guards: signed session cookies, CSRF tokens, login throttling, headers.
 
-- The session is a cookie signed with [console] session_secret (itsdangerous, timed): the user's
+- The session is a cookie signed with [console] session_secret, else the key generated once and
+  kept in the state database (adapters/store/console_secrets.py) (itsdangerous, timed): the user's
   name, their session epoch (a password or role change and disabling raise it, which ends every
   older session) and the CSRF token. HttpOnly, SameSite=Lax, Secure when the request came over
   https or `cookie_secure` holds for a client that is not on loopback.

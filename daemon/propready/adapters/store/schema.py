@@ -165,6 +165,9 @@ orders = sa.Table(
     # the console's order lists: newest first by id, filtered (migration 0015)
     sa.Index(None, "state", "id"),
     sa.Index(None, "billing_entity_slug", "id"),
+    # the console's deliveries page: newest delivery first, by entity (migration 0015)
+    sa.Index(None, "delivered_at", "id"),
+    sa.Index(None, "billing_entity_slug", "delivered_at", "id"),
     # Not declared here because alembic cannot compare them: on PostgreSQL the exclusion
     # constraint ex_orders_duplicate_window (btree_gist), on SQLite the trigger
     # orders_duplicate_window; both created by migration 0002.
@@ -429,4 +432,14 @@ console_user = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.CheckConstraint("role IN ('viewer', 'approver', 'admin')", name="role_known"),
+)
+
+# Signing keys generated once when not configured (the console's session key), shared by every
+# `serve` process (adapters/store/console_secrets.py). Never shown, logged or audited.
+console_secret = sa.Table(
+    "console_secret",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text(), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
 )
