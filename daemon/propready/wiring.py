@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -208,11 +208,17 @@ def serve_listeners(settings: Settings, state: sa.Engine, metrics: ServeMetrics)
 
 # --- the web console ([console], served by `propready serve`) ---------------------------------
 
+COMPARE_KEEP = 500  # changed homes listed on the rules page; `simulate --rules` lists them all
+COMPARE_SECONDS = 30.0  # reading the source for one comparison from the console, at most
+
 
 def console_deps(settings: Settings, state: sa.Engine) -> ConsoleDeps:
     """The console's real collaborators: the same service functions the CLI calls."""
+    from propready.adapters.rulefiles import parse_rule_files
+    from propready.adapters.source import query_columns
     from propready.adapters.store.deliverables import deliverables_for
     from propready.console.deps import ConsoleDeps
+    from propready.service.rules_diff import RulesDiff, rules_diff
 
     @contextmanager
     def vendor() -> Iterator[PlanomaticClient | None]:
@@ -229,6 +235,27 @@ def console_deps(settings: Settings, state: sa.Engine) -> ConsoleDeps:
 
     def budgets() -> tuple[Budget, ...]:
         return rules()[0].budgets
+
+    def compare_rules(sources: Sequence[tuple[str, str]]) -> RulesDiff:
+        """Uploaded candidate rule files against the live ones (`simulate --rules`), bounded for
+        a page: the first COMPARE_KEEP changed homes, at most COMPARE_SECONDS of reading."""
+        source = source_engine(settings, connect=True)
+        try:
+            live, catalog = rules()
+            fields = frozenset(query_columns(source, settings.source.query))
+            candidate = parse_rule_files(sources, catalog, fields)
+            return rules_diff(
+                settings,
+                source,
+                live,
+                catalog,
+                candidate,
+                utc_now(),
+                keep=COMPARE_KEEP,
+                time_limit=COMPARE_SECONDS,
+            )
+        finally:
+            source.dispose()
 
     def reorder_home(request: ReorderRequest) -> Reordered:
         with components(settings) as parts:
@@ -250,6 +277,7 @@ def console_deps(settings: Settings, state: sa.Engine) -> ConsoleDeps:
         rules=rules,
         reorder=reorder_home,
         deliverables=deliverables_for,  # the links and photos the vendor's news delivered
+        compare_rules=compare_rules,
     )
 
 

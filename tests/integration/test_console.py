@@ -905,3 +905,117 @@ def test_a_state_database_without_the_key_table_is_one_line_at_start(
         Console(console_deps(settings=configured, state=engine))
     finally:
         engine.dispose()
+
+
+def test_an_approver_holds_a_planned_order_with_a_reason_and_approves_it_again(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    """Hold goes through the same service as `orders hold`: planned -> awaiting_approval,
+    audited with the user and the reason; the form is offered for planned orders only and the
+    order is not sent until it is approved again."""
+    clock = Clock()
+    settings = console_settings(state_url, pm, sandbox)
+    ids = orders_awaiting_approval(settings, pm, clock)
+    with serve_console(settings, now=clock) as served, served.client() as client:
+        add_users(served.state, clock, "alice")
+        assert log_in(client, "alice").status_code == 303
+        page = client.get(f"/orders/{ids['H1']}")
+        token = csrf_of(page)
+        assert f"/orders/{ids['H1']}/hold" not in page.text  # awaiting approval: nothing to hold
+        early = client.post(
+            f"/orders/{ids['H1']}/hold", data={"csrf_token": token, "reason": "wait"}
+        )
+        assert early.status_code == 409
+        assert "only a planned order can be held" in early.text
+        client.post(f"/orders/{ids['H1']}/approve", data={"csrf_token": token})
+        page = client.get(f"/orders/{ids['H1']}")
+        assert f"/orders/{ids['H1']}/hold" in page.text
+        blank = client.post(f"/orders/{ids['H1']}/hold", data={"csrf_token": token, "reason": ""})
+        assert blank.status_code == 409
+        assert "a reason is required" in blank.text
+        held = client.post(
+            f"/orders/{ids['H1']}/hold",
+            data={"csrf_token": token, "reason": "tenant still moving out"},
+        )
+        assert held.status_code == 303
+        assert "Held" in client.get(held.headers["location"]).text
+        assert order_state(served.state, ids["H1"]) == "awaiting_approval"
+        [row] = audit_rows(served.state, "order_held")
+        assert row["detail"]["held_by"] == "alice"
+        assert row["detail"]["hold_reason"] == "tenant still moving out"
+        assert "held by alice: tenant still moving out" in client.get(f"/orders/{ids['H1']}").text
+        with wired(settings) as parts:
+            run_cycle(parts, clock)
+        assert order_state(served.state, ids["H1"]) == "awaiting_approval"
+        assert sandbox.requests_seen() == 0
+        client.post(f"/orders/{ids['H1']}/approve", data={"csrf_token": token})
+        with wired(settings) as parts:
+            run_cycle(parts, clock)
+        assert order_state(served.state, ids["H1"]) == "placed"
+        assert sandbox.requests_seen() == 1
+
+
+def test_the_rules_page_compares_an_uploaded_candidate_like_simulate_rules(
+    state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    """A viewer uploads candidate rule files (or pastes one) and sees which homes would gain or
+    lose which services; a broken candidate is refused with its problems, one line each, and
+    nothing is written or changed."""
+    clock = Clock()
+    settings = console_settings(state_url, pm, sandbox)
+    orders_awaiting_approval(settings, pm, clock)  # H1 and H2 are ready now
+    live_text = (REPO / "rules" / "readiness.yaml").read_text()
+    candidate = live_text.replace("{slug: photos, quantity: 25}", "{slug: photos, quantity: 20}")
+    assert candidate != live_text
+    with serve_console(settings, now=clock) as served, served.client() as client:
+        add_users(served.state, clock, "vera")  # a viewer: comparing sends and writes nothing
+        assert log_in(client, "vera").status_code == 303
+        page = client.get("/rules")
+        token = csrf_of(page)
+        assert 'action="/rules/simulate#compare"' in page.text
+        with served.state.connect() as connection:
+            before = len(audit.query_events(connection))
+
+        compared = client.post(
+            "/rules/simulate",
+            data={"csrf_token": token},
+            files=[("files", ("readiness.yaml", candidate.encode(), "application/yaml"))],
+        )
+        assert compared.status_code == 200, compared.text.split('id="compare"', 1)[-1][:1500]
+        assert "2 of 2 home(s) would change" in compared.text
+        for home_id in ("H1", "H2"):
+            assert f'<a href="/homes/{home_id}">{home_id}</a>' in compared.text
+        assert "<td>photos x20</td><td>photos x25</td>" in compared.text  # gained, lost
+
+        same = client.post(
+            "/rules/simulate", data={"csrf_token": token, "text": live_text}, files=[]
+        )
+        assert same.status_code == 200
+        assert "0 of 2 home(s) would change" in same.text
+
+        broken = live_text.replace("triggered_by: [vacant_ready]", "triggered_by: [vacant_redy]")
+        refused = client.post("/rules/simulate", data={"csrf_token": token, "text": broken})
+        assert refused.status_code == 400
+        assert "The candidate rule files cannot be used: 1 problem(s)" in refused.text
+        assert "candidate/pasted.yaml:" in refused.text
+        assert "vacant_redy" in refused.text
+
+        empty = client.post("/rules/simulate", data={"csrf_token": token, "text": " "})
+        assert empty.status_code == 400
+        assert "choose one or more candidate rule files" in empty.text
+        not_yaml = client.post(
+            "/rules/simulate",
+            data={"csrf_token": token},
+            files=[("files", ("rules.txt", b"triggers: {}", "text/plain"))],
+        )
+        assert not_yaml.status_code == 400
+        assert "rules.txt: not a rule file (.yaml)" in not_yaml.text
+        forged = client.post("/rules/simulate", data={"text": live_text})
+        assert forged.status_code == 403
+
+        with served.state.connect() as connection:
+            assert len(audit.query_events(connection)) == before
+        # The live rules are unchanged: the page still shows their version.
+        assert page.text.count("Version <code>") == 1
+        version = page.text.split("Version <code>", 1)[1].split("<", 1)[0]
+        assert f"Version <code>{version}</code>" in client.get("/rules").text

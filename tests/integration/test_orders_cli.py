@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +183,51 @@ def test_sync_says_how_many_recently_checked_orders_it_skipped(
     every = _cli(config, "sync", "--all", "--limit", "1")
     assert "1 order(s) retrieved" in every.stderr
     assert "1 more order(s) due: run it again or raise --limit" in every.stderr
+
+
+def test_hold_stops_a_planned_order_until_it_is_approved_again(
+    tmp_path: Path, state_url: str, pm: PmDatabase, sandbox: SandboxServer
+) -> None:
+    """hold: planned -> awaiting_approval with the reason, refused for any other state; approve
+    releases it and the next cycle sends it."""
+    ids = _orders_for(state_url, pm, sandbox, "approval")
+    config = _config_for(tmp_path, state_url, sandbox, "approval")
+    waiting = _cli(config, "hold", ids["H1"], "--reason", "tenant moving out")
+    assert waiting.returncode == 1
+    assert "is awaiting_approval; only a planned order can be held" in waiting.stderr
+    assert _json_rows(_cli(config, "approve", ids["H1"], "--format", "jsonl"))[0]["state"] == (
+        "planned"
+    )
+    blank = _cli(config, "hold", ids["H1"], "--reason", "   ")
+    assert blank.returncode == 1
+    assert "a reason is required" in blank.stderr
+    (held,) = _json_rows(
+        _cli(config, "hold", ids["H1"], "--reason", "tenant  moving out", "--format", "jsonl")
+    )
+    assert held["state"] == "awaiting_approval"
+    engine = create_state_engine(state_url)
+    try:
+        with engine.connect() as connection:
+            rows = [e for e in audit.query_events(connection) if e["kind"] == "order_held"]
+        assert len(rows) == 1
+        assert rows[0]["detail"]["hold_reason"] == "tenant moving out"
+        assert rows[0]["detail"]["held_by"]
+        # Held, it is not sent; approved again, the next cycle sends it.
+        settings = make_settings(state_url, pm.url, sandbox.url, mode="approval")
+        later = Clock(datetime.now(UTC) + timedelta(minutes=1))  # the CLI stamps real time
+        with wired(settings) as parts:
+            run_cycle(parts, later)
+            assert sandbox.requests_seen() == 0
+            _json_rows(_cli(config, "approve", ids["H1"], "--format", "jsonl"))
+            later.now = datetime.now(UTC) + timedelta(minutes=1)
+            run_cycle(parts, later)
+        assert sandbox.requests_seen() == 1
+        with engine.connect() as connection:
+            order = outbox.find_by_external_order_id(connection, ids["H1"])
+        assert order is not None
+        assert order.state is OrderState.PLACED
+    finally:
+        engine.dispose()
+    placed = _cli(config, "hold", ids["H1"], "--reason", "too late")
+    assert placed.returncode == 1
+    assert "is placed; only a planned order can be held" in placed.stderr

@@ -42,7 +42,7 @@ from tests.integration.cycle_support import QUERY, REPO, PmDatabase, home
 # What a mistake breaks, and so which commands must answer it.
 CONFIG, STATE, SOURCE_URL, SOURCE_DOWN, QUERY_ERROR = "config", "state", "source_url", "source_down", "query"  # fmt: skip
 RULES, CATALOG, VENDOR, METRICS, PORT = "rules", "catalog", "vendor", "metrics", "port"
-DEPLOY, WEBHOOKS = "deploy", "webhooks"
+DEPLOY, WEBHOOKS, CONSOLE = "deploy", "webhooks", "console"
 WRITEBACK = "writeback"  # the write-back target (a config mistake there is CONFIG)
 WRITEBACK_STATEMENT = (
     "UPDATE units SET photos_url = :photo_manage_link WHERE unit_id = :external_property_id"
@@ -87,7 +87,7 @@ COMMANDS: dict[str, Command] = {
     "sending status": Command((), _STATE_ONLY),
     "sending pause": Command(("sending", "pause", "--reason", "maintenance"), _STATE_ONLY),
     "sending resume": Command(("sending", "resume", "--reason", "done"), _STATE_ONLY),
-    "serve": Command((), _STATE_ONLY | {WEBHOOKS}, forever=True),
+    "serve": Command((), _STATE_ONLY | {WEBHOOKS, CONSOLE}, forever=True),
     "webhooks list": Command((), _STATE_ONLY),
     "webhooks show": Command(("webhooks", "show", "1"), _STATE_ONLY),
     "webhooks replay": Command(("webhooks", "replay", "--id", "1"), _STATE_ONLY),
@@ -163,6 +163,8 @@ def mistakes(env: Environment) -> list[Mistake]:
         Mistake("sandbox_port_busy", "sandbox --port: a port in use", PORT, "sandbox --port"),
         Mistake("webhooks_busy", "webhooks.listen: a port in use", WEBHOOKS, "webhooks.listen",
                 {"webhooks": {"listen": f"127.0.0.1:{env.busy_port}"}}),
+        Mistake("console_busy", "console.listen: a port in use", CONSOLE, "console.listen",
+                {"console": {"listen": f"127.0.0.1:{env.busy_port}"}}),
         Mistake("rules_missing", "rules.path: does not exist", RULES, "rules.path",
                 {"rules": {"path": str(env.tmp / "no-rules")}}),
         Mistake("rules_file", "rules.path: a file that is not YAML (the config)", RULES,

@@ -20,7 +20,7 @@ from propready.cli.output import FORMATS, emit
 from propready.core.budgets import Budget
 from propready.core.orders import CANCEL_REASONS, OrderState
 from propready.service.components import CycleSummary
-from propready.service.operator import OrderActionError, approve, cancel, resolve
+from propready.service.operator import OrderActionError, approve, cancel, hold, resolve
 from propready.service.status_sync import sync_backlog, sync_statuses
 from propready.settings import Settings
 from propready.wiring import catalog_for, components, state_engine, utc_now, vendor_client
@@ -60,6 +60,7 @@ def orders_group() -> None:
     Example:
       propready orders list --state unknown
       propready orders approve pr-3f2a9c...
+      propready orders hold pr-3f2a9c... --reason "tenant still moving out"
       propready orders cancel pr-3f2a9c... --notes "home sold"
     """
 
@@ -206,6 +207,38 @@ def approve_command(
                 )
             )
     emit([o.as_dict() for o in approved], ACTION_COLUMNS, fmt, title="approved")
+
+
+@orders_group.command("hold")
+@click.argument("external_order_ids", nargs=-1, required=True)
+@click.option("--reason", required=True, help="Why it waits (recorded in the audit log).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.pass_context
+def hold_command(
+    ctx: click.Context, external_order_ids: tuple[str, ...], reason: str, fmt: str
+) -> None:
+    """Stop planned orders before they are sent (planned -> awaiting_approval).
+
+    A held order waits like an order in approval mode until `orders approve` releases it, or
+    `orders cancel` cancels it (which keeps the home's readiness open). Only planned orders can
+    be held: one being sent may already be at PlanOmatic.
+
+    \b
+    Example:
+      propready orders list --state planned
+      propready orders hold pr-3f2a9c... --reason "tenant still moving out"
+    """
+    settings = settings_from(ctx)
+    held = []
+    engine = state_engine(settings)
+    try:
+        for external_order_id in external_order_ids:
+            held.append(hold(engine, external_order_id, reason, utc_now(), operator_name()))
+    except OrderActionError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        engine.dispose()
+    emit([o.as_dict() for o in held], ACTION_COLUMNS, fmt, title="held")
 
 
 @orders_group.command("cancel")

@@ -28,8 +28,9 @@ from propready.core.catalog import Catalog
 from propready.core.facts import RowProblem
 from propready.core.rule_tests import services_text, trace_lines
 from propready.core.rules import RuleSet
-from propready.core.simulation import Outcome, difference, simulate
+from propready.core.simulation import Outcome
 from propready.service.preflight import SimulatedHome, simulate_homes
+from propready.service.rules_diff import compare_homes
 from propready.service.rules_reload import load_checked_rules
 from propready.settings import Settings
 from propready.wiring import source_engine, state_engine, utc_now
@@ -179,44 +180,45 @@ def _run(
     homes = 0
     budget_column = BudgetColumn(settings, live, catalog, now)
     with row_progress("reading homes") as advance:
-        for item in simulate_homes(
+        if candidate is not None:
+            for item in compare_homes(
+                settings, source, live, catalog, candidate, now, only=property_id, on_row=advance
+            ):
+                if isinstance(item, RowProblem):
+                    _unreadable(item, property_id)
+                    continue
+                homes += 1
+                if property_id is not None:
+                    traced.extend((("live", item.home.outcome), ("candidate", item.candidate)))
+                    if item.home.problem is not None:
+                        problems.extend(item.home.problem.problems)
+                if item.change is not None:
+                    rows.append(item.row())
+            return rows, traced, homes, problems
+        for home in simulate_homes(
             settings, state, source, live, catalog, now, only=property_id, on_row=advance
         ):
-            if isinstance(item, RowProblem):
-                if property_id is not None:
-                    raise click.ClickException(
-                        f"property {property_id!r} cannot be read: {item.column}: {item.reason}"
-                    )
+            if isinstance(home, RowProblem):
+                _unreadable(home, property_id)
                 continue
             homes += 1
-            outcome = item.home.outcome
+            outcome = home.home.outcome
             if property_id is not None:
                 traced.append(("live", outcome))
-                if item.home.problem is not None:
-                    problems.extend(item.home.problem.problems)
-            if candidate is None:
-                if outcome.orders or property_id is not None:
-                    budget = budget_column.note(outcome, item.home.snapshot)
-                    rows.append({**_plan_row(item, brief=fmt == "table"), "budget": budget})
-                continue
-            other = simulate(candidate, item.home.snapshot, now, settings.source.zone)
-            if property_id is not None:
-                traced.append(("candidate", other))
-            changed = difference(outcome, other)
-            if changed is not None:
-                gained, lost = changed
-                rows.append(
-                    {
-                        "external_property_id": item.home.property_id,
-                        "live_rule": outcome.rule_id,
-                        "live_services": services_text(outcome.services),
-                        "candidate_rule": other.rule_id,
-                        "candidate_services": services_text(other.services),
-                        "gained": ", ".join(gained),
-                        "lost": ", ".join(lost),
-                    }
-                )
+                if home.home.problem is not None:
+                    problems.extend(home.home.problem.problems)
+            if outcome.orders or property_id is not None:
+                budget = budget_column.note(outcome, home.home.snapshot)
+                rows.append({**_plan_row(home, brief=fmt == "table"), "budget": budget})
     return rows, traced, homes, problems
+
+
+def _unreadable(problem: RowProblem, property_id: str | None) -> None:
+    """A row that cannot be typed is skipped, unless it is the one home asked for."""
+    if property_id is not None:
+        raise click.ClickException(
+            f"property {property_id!r} cannot be read: {problem.column}: {problem.reason}"
+        )
 
 
 def _plan_row(item: SimulatedHome, *, brief: bool) -> dict[str, Any]:

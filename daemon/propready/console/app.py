@@ -24,7 +24,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -33,7 +33,13 @@ from starlette.types import ASGIApp
 
 from propready.adapters.passwords import verify_password
 from propready.adapters.planomatic import VendorError
-from propready.adapters.rulefiles import RuleFileError
+from propready.adapters.rulefiles import (
+    MAX_RULE_FILE_BYTES,
+    MAX_RULE_FILES,
+    MAX_RULE_SET_BYTES,
+    RuleFileError,
+)
+from propready.adapters.source import SourceUnavailable
 from propready.adapters.store import audit, console_secrets
 from propready.adapters.store import console_users as users_store
 from propready.adapters.store.console_pages import (
@@ -69,7 +75,7 @@ from propready.report.story import summarise, trace_lines
 from propready.report.svg import bar_chart
 from propready.service.attention import AttentionError, attention_list, silence_item
 from propready.service.console_users import UserError, set_disabled, set_password
-from propready.service.operator import OrderActionError, approve, cancel, resolve
+from propready.service.operator import OrderActionError, approve, cancel, hold, resolve
 from propready.service.reorder import ReorderRefused
 
 PAGE_SIZE = 50
@@ -79,6 +85,8 @@ CSV_CHUNK = 2000
 SPEND_MONTHS = 12  # the spend page's default span (?months=N for more)
 ATTENTION_SHOWN = 200  # items on the start page; `propready attention` lists them all
 MAX_BODY = 64 * 1024
+# Candidate rule files uploaded to the rules page: the rule loader's own bounds, plus the form.
+UPLOAD_BODY = MAX_RULE_SET_BYTES + MAX_BODY
 AUDIT_CSV_COLUMNS = (
     "id",
     "at",
@@ -92,6 +100,7 @@ AUDIT_CSV_COLUMNS = (
 )
 DONE_MESSAGES = {
     "approved": "Approved {what}: the next send cycle sends it.",
+    "held": "Held {what}: it waits for approval.",
     "canceled": "Canceled {what}.",
     "resolved": "Resolved {what}.",
     "reordered": "Reordered {what}; the next send cycle sends it (or it waits for approval).",
@@ -239,34 +248,28 @@ class Console:
         static = Path(__file__).parent / "static"
         routes = [
             Route("/login", self._login_page, methods=["GET"]),
-            Route("/login", self._login, methods=["POST"]),
-            Route("/logout", self.page(self._logout, role="viewer"), methods=["POST"]),
+            _post("/login", self._login),
+            _post("/logout", self.page(self._logout, role="viewer")),
             Route("/", self.page(self._attention), methods=["GET"]),
-            Route("/attention/ack", self.page(self._ack, role="act"), methods=["POST"]),
-            Route("/attention/snooze", self.page(self._snooze, role="act"), methods=["POST"]),
+            _post("/attention/ack", self.page(self._ack, role="act")),
+            _post("/attention/snooze", self.page(self._snooze, role="act")),
             Route("/orders", self.page(self._orders), methods=["GET"]),
             Route("/orders/{order}", self.page(self._order), methods=["GET"]),
-            Route(
-                "/orders/{order}/{action:str}",
-                self.page(self._order_action, role="act"),
-                methods=["POST"],
-            ),
+            _post("/orders/{order}/{action:str}", self.page(self._order_action, role="act")),
             Route("/homes/{home}", self.page(self._home), methods=["GET"]),
-            Route("/homes/{home}/reorder", self.page(self._reorder, role="act"), methods=["POST"]),
+            _post("/homes/{home}/reorder", self.page(self._reorder, role="act")),
             Route("/deliveries", self.page(self._deliveries), methods=["GET"]),
             Route("/spend", self.page(self._spend), methods=["GET"]),
             Route("/rules", self.page(self._rules), methods=["GET"]),
+            # Read-only (it sends and writes nothing), so viewers may compare too.
+            _post("/rules/simulate", self.page(self._rules_simulate), limit=UPLOAD_BODY),
             Route("/audit", self.page(self._audit), methods=["GET"]),
             Route("/audit.csv", self.page(self._audit_csv), methods=["GET"]),
             Route("/users", self.page(self._users, role="admin"), methods=["GET"]),
-            Route(
-                "/users/{name}/{action:str}",
-                self.page(self._user_action, role="admin"),
-                methods=["POST"],
-            ),
+            _post("/users/{name}/{action:str}", self.page(self._user_action, role="admin")),
             Mount("/static", StaticFiles(directory=static), name="static"),
         ]
-        return SecurityHeaders(Starlette(routes=routes, max_body_size=MAX_BODY))
+        return SecurityHeaders(Starlette(routes=routes, max_body_size=UPLOAD_BODY))
 
     # --- who is asking ----------------------------------------------------------------------------
 
@@ -357,7 +360,11 @@ class Console:
                 )
             if role == "admin" and not visit.user.is_admin:
                 return self._finish(visit, self._refuse(visit, 403, "admins only"))
-            response = await run_in_threadpool(handler, visit)
+            try:
+                response = await run_in_threadpool(handler, visit)
+            finally:
+                if visit.form is not None:
+                    await visit.form.close()  # uploaded files are spooled to temporary files
             return self._finish(visit, response)
 
         return endpoint
@@ -589,6 +596,9 @@ class Console:
                     over_budget_reason=visit.field("reason") or None if over else None,
                 )
                 done = "approved"
+            elif action == "hold":
+                hold(deps.state, external_order_id, visit.field("reason"), deps.now(), visit.by)
+                done = "held"
             elif action == "cancel":
                 with deps.vendor() as client:
                     cancel(
@@ -759,12 +769,15 @@ class Console:
             visit, "spend.html", rows=rows, charts=charts, months=months, since=first
         )
 
-    def _rules(self, visit: Visit) -> Response:
+    def _rules(self, visit: Visit, status: int = 200, **compared: Any) -> Response:
+        compared = {"diff": None, "candidate_problems": [], "compare_error": None, **compared}
         try:
             rule_set, catalog = self.deps.rules()
         except RuleFileError as exc:
             problems = [REDACTOR.scrub_text(str(p)) for p in exc.problems]
-            return self.render(visit, "rules.html", rule_set=None, problems=problems, tests=[])
+            return self.render(
+                visit, "rules.html", rule_set=None, problems=problems, tests=[], **compared
+            )
         outcomes = run_rule_tests(
             rule_set, self.deps.settings.source.zone, self.deps.now(), catalog
         )
@@ -779,7 +792,24 @@ class Console:
             }
             for o in outcomes
         ]
-        return self.render(visit, "rules.html", rule_set=rule_set, problems=[], tests=tests)
+        return self.render(
+            visit, "rules.html", status, rule_set=rule_set, problems=[], tests=tests, **compared
+        )
+
+    def _rules_simulate(self, visit: Visit) -> Response:
+        """Uploaded candidate rule files compared with the live ones (`simulate --rules`)."""
+        try:
+            sources = _uploaded_rule_files(visit.form)
+            diff = self.deps.compare_rules(sources)
+        except Refused as exc:
+            return self._rules(visit, 400, compare_error=str(exc))
+        except RuleFileError as exc:
+            problems = [REDACTOR.scrub_text(str(p)) for p in exc.problems]
+            return self._rules(visit, 400, candidate_problems=problems)
+        except SourceUnavailable as exc:
+            error = f"the PM database cannot be read: {REDACTOR.scrub_text(str(exc))}"
+            return self._rules(visit, 503, compare_error=error)
+        return self._rules(visit, diff=diff)
 
     def _audit_filters(self, visit: Visit) -> tuple[dict[str, str], dict[str, Any]]:
         query = visit.request.query_params
@@ -914,6 +944,52 @@ class Console:
             return self._users(visit, error=f"{name[:100]}: {exc}", status=409)
         target = "/users?" + urlencode({"done": done, "what": name})
         return RedirectResponse(target, status_code=303)
+
+
+def _post(
+    path: str, endpoint: Callable[[Request], Awaitable[Response]], limit: int = MAX_BODY
+) -> Route:
+    return Route(path, endpoint, methods=["POST"], max_body_size=limit)
+
+
+RULE_FILE_SUFFIXES = (".yaml", ".yml")
+
+
+def _uploaded_rule_files(form: FormData | None) -> list[tuple[str, str]]:
+    """(name, text) of each uploaded rule file, or of the pasted text; Refused with the reason.
+
+    Bounded like rule files on disk: each file, their total and their number.
+    """
+    sources: list[tuple[str, str]] = []
+    total = 0
+    uploads = [u for u in (form.getlist("files") if form else []) if isinstance(u, UploadFile)]
+    for upload in uploads:
+        if not upload.filename:
+            continue  # the empty file input of a form sent without a file
+        name = Path(upload.filename.replace("\\", "/")).name[:100]
+        if not name.endswith(RULE_FILE_SUFFIXES):
+            raise Refused(f"{name}: not a rule file (.yaml)")
+        data = upload.file.read(MAX_RULE_FILE_BYTES + 1)
+        if len(data) > MAX_RULE_FILE_BYTES:
+            raise Refused(f"{name}: larger than {MAX_RULE_FILE_BYTES:,} bytes")
+        total += len(data)
+        try:
+            sources.append((f"candidate/{name}", data.decode("utf-8")))
+        except UnicodeDecodeError:
+            raise Refused(f"{name}: not UTF-8 text") from None
+    pasted = form.get("text") if form else None
+    if isinstance(pasted, str) and pasted.strip():
+        total += len(pasted.encode("utf-8"))
+        if len(pasted.encode("utf-8")) > MAX_RULE_FILE_BYTES:
+            raise Refused(f"the pasted rule file is larger than {MAX_RULE_FILE_BYTES:,} bytes")
+        sources.append(("candidate/pasted.yaml", pasted.replace("\r\n", "\n")))
+    if not sources:
+        raise Refused("choose one or more candidate rule files (.yaml), or paste one")
+    if len(sources) > MAX_RULE_FILES:
+        raise Refused(f"{len(sources)} rule files (at most {MAX_RULE_FILES})")
+    if total > MAX_RULE_SET_BYTES:
+        raise Refused(f"the rule files together are larger than {MAX_RULE_SET_BYTES:,} bytes")
+    return sources
 
 
 def _svg(text: str) -> Markup:

@@ -19,6 +19,7 @@ from propready.core.budgets import Budget
 from propready.core.catalog import Catalog
 from propready.core.rules import RuleSet
 from propready.service.reorder import Reordered
+from propready.service.rules_diff import RulesDiff
 from propready.settings import Settings
 
 
@@ -70,6 +71,15 @@ def _no_reorder(request: ReorderRequest) -> Reordered:
     raise RuntimeError("reorder is not available in this console")
 
 
+# Uploaded rule files as (file name, text) pairs -> how they would order differently from the
+# live rules for the homes as they are now (RuleFileError when they do not load).
+CompareRules = Callable[[Sequence[tuple[str, str]]], RulesDiff]
+
+
+def _no_compare(sources: Sequence[tuple[str, str]]) -> RulesDiff:
+    raise RuntimeError("comparing rule files is not available in this console")
+
+
 @dataclass(frozen=True)
 class ConsoleDeps:
     settings: Settings
@@ -83,4 +93,5 @@ class ConsoleDeps:
     rules: Callable[[], tuple[RuleSet, Catalog]] = _no_rules
     reorder: Callable[[ReorderRequest], Reordered] = _no_reorder
     deliverables: DeliverablesProvider = no_deliverables
+    compare_rules: CompareRules = _no_compare
     extra_secrets: Sequence[str] = field(default_factory=tuple)

@@ -36,6 +36,7 @@ class AuditKind(StrEnum):
     ORDER_PARKED = "order_parked"
     # operators and the vendor's news
     ORDER_APPROVED = "order_approved"
+    ORDER_HELD = "order_held"
     ORDER_CANCELED = "order_canceled"
     ORDER_RESOLVED = "order_resolved"
     ORDER_STATUS_CHANGED = "order_status_changed"

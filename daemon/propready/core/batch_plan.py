@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, tzinfo
-from typing import Any
+from typing import Any, NamedTuple
 
 from propready.core.catalog import Catalog
 from propready.core.checkpoint import CursorTracker
@@ -57,10 +57,10 @@ def fingerprint(values: Sequence[Any]) -> str:
     return hashlib.blake2b(repr(tuple(values)).encode(), digest_size=16).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRow:
+class SourceRow(NamedTuple):
     """One row as the source returned it, with the fingerprint of its raw values and its
-    property id (or why it has none usable)."""
+    property id (or why it has none usable). A named tuple: a poll makes one per source row,
+    and a tuple is built several times faster than a frozen dataclass."""
 
     values: Sequence[Any]
     digest: str
@@ -71,8 +71,9 @@ def source_rows(
     typer: RowTyper, values: Sequence[Sequence[Any]], digests: Sequence[str]
 ) -> list[SourceRow]:
     """A batch as the planner takes it: each row with its fingerprint and id, read once."""
-    identify = typer.property_id
-    return [SourceRow(v, d, identify(v)) for v, d in zip(values, digests, strict=True)]
+    if len(values) != len(digests):
+        raise ValueError(f"{len(values)} rows but {len(digests)} fingerprints")
+    return list(map(SourceRow, values, digests, map(typer.property_id, values)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +212,20 @@ class BatchPlan:
     changed: int = 0
     new: int = 0
     quarantined: int = 0  # every held row read, including those held before and unchanged
+
+    @property
+    def writes_nothing(self) -> bool:
+        """Nothing to store, audit or decide: most batches of a steady full pass."""
+        return not (
+            self.inserts
+            or self.updates
+            or self.trigger_writes
+            or self.quarantines
+            or self.releases
+            or self.edges
+            or self.closings
+            or self.suspicious_cursors
+        )
 
 
 def plan_batch(

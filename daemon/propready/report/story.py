@@ -111,6 +111,7 @@ RENDERERS: dict[str, Callable[[Mapping[str, Any], Detail], str]] = {
             else ""
         )
     ),
+    AuditKind.ORDER_HELD: lambda r, d: f"held by {d.get('held_by')}: {d.get('hold_reason')}",
     AuditKind.ORDER_PRICE_REPORTED: lambda r, d: (
         f"PlanOmatic reports the price {_usd(d.get('vendor_price_cents'))}"
         f" (estimate was {_usd(d.get('estimated_price_cents'))})"

@@ -1,4 +1,4 @@
-"""What an operator does to single orders: approve, cancel, resolve an unknown outcome.
+"""What an operator does to single orders: approve, hold, cancel, resolve an unknown outcome.
 
 Each action checks the order's state and changes it in one transaction with its audit row; a
 cancel at the vendor sits between the check and the record, like a send.
@@ -77,6 +77,48 @@ def approve(
             raise OrderActionError(f"{external_order_id} changed state meanwhile; look again")
         audit.record(connection, AuditKind.ORDER_APPROVED, now, **order_refs(order), detail=detail)
         return replace(order, state=OrderState.PLANNED, held_by_budget=None)
+
+
+MAX_HOLD_REASON = 500
+
+
+def hold(state: sa.Engine, external_order_id: str, reason: str, now: datetime, by: str) -> Order:
+    """planned -> awaiting_approval with the reason: the send skips it until `approve`.
+
+    A hold is the same waiting state as approval mode and a budget's hold, so one `approve`
+    (CLI or console) releases any of them. Only a planned order can be held: once a sender has
+    leased it the POST may be in flight, and a placed order is canceled, not held.
+    """
+    reason = " ".join(reason.split())
+    if not reason:
+        raise OrderActionError("a reason is required to hold an order (--reason TEXT)")
+    if len(reason) > MAX_HOLD_REASON:
+        raise OrderActionError(f"the reason is longer than {MAX_HOLD_REASON} characters")
+    with state.begin() as connection:
+        order = _find(connection, external_order_id)
+        if order.state is not OrderState.PLANNED:
+            after = (
+                "; it may be at PlanOmatic already: cancel it once placed"
+                if order.state is OrderState.SENDING
+                else ""
+            )
+            raise OrderActionError(
+                f"{external_order_id} is {order.state}; only a planned order can be held{after}"
+            )
+        if not outbox.hold(connection, order.id, now):
+            raise OrderActionError(f"{external_order_id} changed state meanwhile; look again")
+        audit.record(
+            connection,
+            AuditKind.ORDER_HELD,
+            now,
+            **order_refs(order),
+            detail={
+                "state": OrderState.AWAITING_APPROVAL.value,
+                "held_by": by,
+                "hold_reason": reason,
+            },
+        )
+        return replace(order, state=OrderState.AWAITING_APPROVAL)
 
 
 def cancel(

@@ -16,7 +16,7 @@ once, when it has read everything.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,7 +33,7 @@ from propready.adapters.source import (
     stream_batches,
 )
 from propready.adapters.store import audit, properties
-from propready.adapters.store.engine import reading
+from propready.adapters.store.engine import reader, reading
 from propready.core.audit_kinds import AuditKind
 from propready.core.batch_plan import (
     REPEAT_MARK,
@@ -143,10 +143,11 @@ class _PollRun:
             since = minus_overlap(self.checkpoint.cursor, source.cursor_overlap_seconds)
             params = {"since": since}
         batches = stream_batches(self.components.source, query, source.batch_size, params)
-        # The source's next batch, its rows identified and their remembered state loaded, is
-        # prepared in a reader thread while this one decides and writes the current batch: both
-        # mostly wait on the databases, and batches never share a home (a repeated id is held).
-        for prepared in prefetched(self._prepare(batch) for batch in batches):
+        # A pipeline of three threads, each mostly waiting on a database: one streams the
+        # source, one identifies the next batch's rows and loads their remembered state, and
+        # this one decides and writes the current batch (batches never share a home: a
+        # repeated id is held). The stream stays in its own thread, as a cursor must.
+        for prepared in prefetched(self._prepared(prefetched(batches, depth=1))):
             self._decide_and_write(*prepared)
             if self.components.stop_requested.is_set():
                 # Every batch committed with its effects; the next poll carries on from there.
@@ -207,47 +208,63 @@ class _PollRun:
         return self.scope
 
     def _batch(self, batch: SourceBatch, scope: PollScope | None = None) -> None:
-        self._decide_and_write(*self._prepare(batch, scope))
+        with reader(self.components.state) as connection:
+            prepared = self._prepare(connection, batch, scope)
+        self._decide_and_write(*prepared)
+
+    def _prepared(
+        self, batches: Iterator[SourceBatch]
+    ) -> Iterator[tuple[PollScope, list[SourceRow], dict[str, Any]]]:
+        # One state connection for the whole pass, one short read transaction per batch.
+        with reader(self.components.state) as connection:
+            for batch in batches:
+                yield self._prepare(connection, batch)
 
     def _prepare(
-        self, batch: SourceBatch, scope: PollScope | None = None
+        self, connection: sa.Connection, batch: SourceBatch, scope: PollScope | None = None
     ) -> tuple[PollScope, list[SourceRow], dict[str, Any]]:
         """A batch's rows with their ids and fingerprints, and what is remembered of them."""
         scope = scope or self._scope_for(batch.columns)
         digests = batch.fingerprints or [fingerprint(values) for values in batch.rows]
         rows = source_rows(scope.typer, batch.rows, digests)
-        return scope, rows, self._load_stored(scope, rows)
+        with connection.begin():
+            return scope, rows, self._load_stored(connection, scope, rows)
 
     def _decide_and_write(
         self, scope: PollScope, rows: list[SourceRow], stored: dict[str, Any]
     ) -> None:
         now = self.now()
         plan = plan_batch(rows, stored, scope, self.memory, now)
+        moves_cursor = not self.full_pass and scope.cursor_index is not None
+        if plan.writes_nothing and not moves_cursor:
+            _count(self.summary, plan)
+            return  # no transaction at all: a steady pass would open 200 empty ones
         state = self.components.state
         with state.begin() as connection, audit.buffered(connection):
             _write_plan(connection, plan, now)
             record_decisions(
                 self.components, connection, plan.edges, now, self.summary, plan.closings
             )
-            if not self.full_pass and scope.cursor_index is not None:
+            if moves_cursor:
                 self._advance_cursor(connection)
         _count(self.summary, plan)
 
-    def _load_stored(self, scope: PollScope, rows: Sequence[SourceRow]) -> dict[str, Any]:
+    def _load_stored(
+        self, connection: sa.Connection, scope: PollScope, rows: Sequence[SourceRow]
+    ) -> dict[str, Any]:
         """What the state database remembers of the batch's homes (facts only where needed)."""
         ids = row_identity(rows, self.memory.seen)
         wanted = [i for i in ids if i is not None]
         remembered = scope.rules.analysis.remembered
-        with reading(self.components.state) as connection:
-            stored = properties.load_properties(connection, wanted, with_facts=False)
-            if remembered is None or remembered:
-                # `previous` is read only for rows that changed: load their facts, not everyone's.
-                changed = [
-                    pid
-                    for pid, row in zip(ids, rows, strict=True)
-                    if pid is not None and (pid not in stored or stored[pid].row_hash != row.digest)
-                ]
-                stored.update(properties.load_properties(connection, changed, with_facts=True))
+        stored = properties.load_properties(connection, wanted, with_facts=False)
+        if remembered is None or remembered:
+            # `previous` is read only for rows that changed: load their facts, not everyone's.
+            changed = [
+                pid
+                for pid, row in zip(ids, rows, strict=True)
+                if pid is not None and (pid not in stored or stored[pid].row_hash != row.digest)
+            ]
+            stored.update(properties.load_properties(connection, changed, with_facts=True))
         return stored
 
     def _advance_cursor(self, connection: sa.Connection) -> None:

@@ -72,10 +72,17 @@ _READ_ONLY = "propready_read_only"
 @contextmanager
 def reading(engine: sa.Engine) -> Iterator[sa.Connection]:
     """A transaction that only reads: on SQLite a deferred BEGIN, so it takes no write lock."""
+    with reader(engine) as connection, connection.begin():
+        yield connection
+
+
+@contextmanager
+def reader(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection for many short read transactions (`with connection.begin():` each): taken
+    from the pool, and checked, once, where `reading` would do both per transaction."""
     with engine.connect() as connection:
         connection.execution_options(**{_READ_ONLY: True})
-        with connection.begin():
-            yield connection
+        yield connection
 
 
 def _create_private(path: Path) -> None:

@@ -390,6 +390,16 @@ def approve(connection: sa.Connection, order_id: int, now: datetime) -> bool:
     return result.rowcount == 1
 
 
+def hold(connection: sa.Connection, order_id: int, now: datetime) -> bool:
+    """planned -> awaiting_approval; False if the order was not planned (a sender took it)."""
+    result = connection.execute(
+        orders.update()
+        .where(orders.c.id == order_id, orders.c.state == OrderState.PLANNED.value)
+        .values(state=OrderState.AWAITING_APPROVAL.value, updated_at=now)
+    )
+    return result.rowcount == 1
+
+
 def orders_to_sync(
     connection: sa.Connection, checked_before: datetime | None, limit: int
 ) -> list[int]:
