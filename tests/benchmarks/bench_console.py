@@ -6,6 +6,7 @@ load, so try it small first:
 
     .venv/bin/python -m tests.benchmarks.bench_console --orders 2000 --audit-rows 50000
     .venv/bin/python -m tests.benchmarks.bench_console              # 100,000 and 10,000,000
+    .venv/bin/python -m tests.benchmarks.bench_console --keep       # then --reuse NAME: no reload
 
 1. Creates a dedicated database, migrates it, bulk-loads the audit rows exactly as
    bench_audit does (chain trigger skipped, placeholder hashes) and the orders with
@@ -20,6 +21,7 @@ load, so try it small first:
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import tempfile
@@ -99,20 +101,24 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--audit-rows", type=int, default=10_000_000)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--keep", action="store_true", help="keep the database (name printed)")
+    parser.add_argument("--reuse", metavar="NAME", help="a database kept by --keep: skip loading")
     args = parser.parse_args()
-    name = f"propready_bench_console_{os.getpid()}"
+    name = args.reuse or f"propready_bench_console_{os.getpid()}"
     url = f"{ADMIN.rsplit('/', 1)[0]}/{name}"
     print(f"load average before: {os.getloadavg()}")
-    with psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    if not args.reuse:
+        with psycopg.connect(ADMIN, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
     engine = create_state_engine(url)
     try:
-        migrate.upgrade(engine)
-        print(f"loading {args.audit_rows:,} audit rows ...", flush=True)
-        print(f"audit load + index + analyze: {load(url, args.audit_rows):.0f} s")
-        print(f"orders load: {load_orders(url, args.orders):.1f} s ({args.orders:,} orders)")
         now = datetime.now(UTC)
-        add_user(engine, "alice", "approver", PASSWORDS["alice"], by="bench", now=now)
+        if not args.reuse:
+            migrate.upgrade(engine)
+            print(f"loading {args.audit_rows:,} audit rows ...", flush=True)
+            print(f"audit load + index + analyze: {load(url, args.audit_rows):.0f} s")
+            print(f"orders load: {load_orders(url, args.orders):.1f} s ({args.orders:,} orders)")
+            add_user(engine, "alice", "approver", PASSWORDS["alice"], by="bench", now=now)
         with tempfile.TemporaryDirectory() as folder:
             settings = Settings(
                 state={"url": url},
@@ -127,6 +133,7 @@ def main() -> None:
             listener = Listener(
                 "console", "console.listen", "127.0.0.1:0", console.app(), proxy_headers=False
             )
+            gc.freeze()  # as `propready serve` does once it has started
             with ReceiverServer([listener]) as server:
                 base = server.urls()["console"]
                 with httpx.Client(base_url=base, timeout=60) as client:
@@ -176,8 +183,11 @@ def main() -> None:
         print(f"load average after: {os.getloadavg()}")
     finally:
         engine.dispose()
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        if args.keep or args.reuse:
+            print(f"kept database {name} (--reuse {name}; drop it when done)")
+        else:
+            with psycopg.connect(ADMIN, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -73,6 +73,7 @@ COMMANDS: dict[str, Command] = {
     "orders list": Command((), _STATE_ONLY),
     "orders show": Command(("orders", "show", "pr-none"), _STATE_ONLY),
     "orders approve": Command(("orders", "approve", "pr-none"), _STATE_ONLY),
+    "orders hold": Command(("orders", "hold", "pr-none", "--reason", "wait"), _STATE_ONLY),
     "orders cancel": Command(("orders", "cancel", "pr-none", "--notes", "sold"), _STATE_ONLY),
     "orders resolve": Command(("orders", "resolve", "pr-none", "--not-placed"), _STATE_ONLY),
     "orders sync": Command((), _RULES),

@@ -73,7 +73,7 @@ from propready.core.rule_tests import actual_text, expected_text, run_rule_tests
 from propready.log import REDACTOR, redact
 from propready.report.story import summarise, trace_lines
 from propready.report.svg import bar_chart
-from propready.service.attention import AttentionError, attention_list, silence_item
+from propready.service.attention import AttentionError, attention_page, silence_item
 from propready.service.console_users import UserError, set_disabled, set_password
 from propready.service.operator import OrderActionError, approve, cancel, hold, resolve
 from propready.service.reorder import ReorderRefused
@@ -466,7 +466,7 @@ class Console:
 
     def _attention(self, visit: Visit, error: str | None = None, status: int = 200) -> Response:
         now = self.deps.now()
-        listed = attention_list(self.deps.state, self.deps.settings, now)
+        page = attention_page(self.deps.state, self.deps.settings, now, ATTENTION_SHOWN)
         rows = [
             {
                 "key": entry.item.key,
@@ -479,10 +479,10 @@ class Console:
                 "what": entry.item.what,
                 "action": entry.item.action,
             }
-            for entry in listed[:ATTENTION_SHOWN]
+            for entry in page.listed
         ]
         return self.render(
-            visit, "attention.html", status, rows=rows, total=len(listed), error=error
+            visit, "attention.html", status, rows=rows, total=page.total, error=error
         )
 
     def _ack(self, visit: Visit) -> Response:
@@ -960,26 +960,10 @@ def _uploaded_rule_files(form: FormData | None) -> list[tuple[str, str]]:
 
     Bounded like rule files on disk: each file, their total and their number.
     """
-    sources: list[tuple[str, str]] = []
-    total = 0
     uploads = [u for u in (form.getlist("files") if form else []) if isinstance(u, UploadFile)]
-    for upload in uploads:
-        if not upload.filename:
-            continue  # the empty file input of a form sent without a file
-        name = Path(upload.filename.replace("\\", "/")).name[:100]
-        if not name.endswith(RULE_FILE_SUFFIXES):
-            raise Refused(f"{name}: not a rule file (.yaml)")
-        data = upload.file.read(MAX_RULE_FILE_BYTES + 1)
-        if len(data) > MAX_RULE_FILE_BYTES:
-            raise Refused(f"{name}: larger than {MAX_RULE_FILE_BYTES:,} bytes")
-        total += len(data)
-        try:
-            sources.append((f"candidate/{name}", data.decode("utf-8")))
-        except UnicodeDecodeError:
-            raise Refused(f"{name}: not UTF-8 text") from None
+    sources = [_uploaded(upload) for upload in uploads if upload.filename]  # "" = no file chosen
     pasted = form.get("text") if form else None
     if isinstance(pasted, str) and pasted.strip():
-        total += len(pasted.encode("utf-8"))
         if len(pasted.encode("utf-8")) > MAX_RULE_FILE_BYTES:
             raise Refused(f"the pasted rule file is larger than {MAX_RULE_FILE_BYTES:,} bytes")
         sources.append(("candidate/pasted.yaml", pasted.replace("\r\n", "\n")))
@@ -987,9 +971,22 @@ def _uploaded_rule_files(form: FormData | None) -> list[tuple[str, str]]:
         raise Refused("choose one or more candidate rule files (.yaml), or paste one")
     if len(sources) > MAX_RULE_FILES:
         raise Refused(f"{len(sources)} rule files (at most {MAX_RULE_FILES})")
-    if total > MAX_RULE_SET_BYTES:
+    if sum(len(text.encode("utf-8")) for _, text in sources) > MAX_RULE_SET_BYTES:
         raise Refused(f"the rule files together are larger than {MAX_RULE_SET_BYTES:,} bytes")
     return sources
+
+
+def _uploaded(upload: UploadFile) -> tuple[str, str]:
+    name = Path((upload.filename or "").replace("\\", "/")).name[:100]
+    if not name.endswith(RULE_FILE_SUFFIXES):
+        raise Refused(f"{name}: not a rule file (.yaml)")
+    data = upload.file.read(MAX_RULE_FILE_BYTES + 1)
+    if len(data) > MAX_RULE_FILE_BYTES:
+        raise Refused(f"{name}: larger than {MAX_RULE_FILE_BYTES:,} bytes")
+    try:
+        return f"candidate/{name}", data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refused(f"{name}: not UTF-8 text") from None
 
 
 def _svg(text: str) -> Markup:

@@ -102,6 +102,15 @@ FINAL = FREES_WINDOW
 
 # Vendor statuses (planomatic-api.md 2.1) after which nothing changes any more: status sync stops.
 VENDOR_FINAL_STATUSES = frozenset({"completed", "canceled", "cancelled", "submitted_cancel_onsite"})
+# Placed orders still moving at the vendor, as literal SQL: the predicate of the partial index
+# ix_orders_open_at_vendor (migration 0016) and of the queries that use it. Literal, not bound
+# parameters: PostgreSQL proves that a query may use a partial index only from constants, and a
+# prepared statement's generic plan has none.
+OPEN_AT_VENDOR_SQL = (
+    "state = 'placed' AND (vendor_status IS NULL OR vendor_status NOT IN ("
+    + ", ".join(f"'{status}'" for status in sorted(VENDOR_FINAL_STATUSES))
+    + "))"
+)
 VENDOR_CANCELED_STATUSES = frozenset({"canceled", "cancelled", "submitted_cancel_onsite"})
 # The vendor lets a client cancel only in these statuses [doc]; later, support must be emailed.
 CANCELABLE_VENDOR_STATUSES = frozenset({"new_request", "ordered", "scheduling"})

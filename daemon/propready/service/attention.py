@@ -8,6 +8,7 @@ until its end, an acknowledgement until the item changes (its `version`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -46,35 +47,85 @@ def _scrub(text: str | None) -> str:
     return REDACTOR.scrub_text(" ".join((text or "").split()))[:300]
 
 
+def _approvals(connection: sa.Connection, window: store.Window) -> list[AttentionItem]:
+    return [
+        AttentionItem(
+            AttentionKind.APPROVAL,
+            order.external_order_id,
+            order.created_at,
+            f"order for {order.external_property_id} waits for approval",
+            f"{order.state}@{order.updated_at.isoformat()}",
+            order.external_property_id,
+            order.external_order_id,
+        )
+        for order in store.orders_in_state(
+            connection, OrderState.AWAITING_APPROVAL, "created_at", window
+        )
+    ]
+
+
+def _unknowns(connection: sa.Connection, window: store.Window) -> list[AttentionItem]:
+    return [
+        AttentionItem(
+            AttentionKind.UNKNOWN,
+            order.external_order_id,
+            order.updated_at,
+            _scrub(f"may exist at PlanOmatic: {order.last_error or 'outcome unknown'}"),
+            f"{order.state}@{order.updated_at.isoformat()}",
+            order.external_property_id,
+            order.external_order_id,
+        )
+        for order in store.orders_in_state(connection, OrderState.UNKNOWN, "updated_at", window)
+    ]
+
+
+def _quarantined(connection: sa.Connection, window: store.Window) -> list[AttentionItem]:
+    return [
+        AttentionItem(
+            AttentionKind.QUARANTINED,
+            row.row_key,
+            row.first_seen_at,
+            _scrub(f"column {row.column_name}: {row.reason}"),
+            row.row_hash,
+            None if row.row_key.startswith("#") else row.row_key,
+        )
+        for row in store.quarantined_rows(connection, window)
+    ]
+
+
+@dataclass(frozen=True)
+class _PagedKind:
+    """A kind that can hold thousands of items (a backlog waiting for approval, hostile PM
+    rows): the start page reads a window of it, and counts the rest."""
+
+    read: Callable[[sa.Connection, store.Window], list[AttentionItem]]
+    count: Callable[[sa.Connection], int]
+
+
+PAGED: Mapping[AttentionKind, _PagedKind] = {
+    AttentionKind.APPROVAL: _PagedKind(
+        _approvals, lambda c: store.count_orders_in_state(c, OrderState.AWAITING_APPROVAL)
+    ),
+    AttentionKind.UNKNOWN: _PagedKind(
+        _unknowns, lambda c: store.count_orders_in_state(c, OrderState.UNKNOWN)
+    ),
+    AttentionKind.QUARANTINED: _PagedKind(_quarantined, store.count_quarantined_rows),
+}
+
+
 def current_items(
-    connection: sa.Connection, settings: Settings, now: datetime
+    connection: sa.Connection,
+    settings: Settings,
+    now: datetime,
+    *,
+    skip: frozenset[AttentionKind] = frozenset(),
 ) -> list[AttentionItem]:
-    """Every item waiting for a person now, oldest first (silences not applied)."""
+    """Every item waiting for a person now, oldest first (silences not applied); none of the
+    kinds in `skip`."""
     items: list[AttentionItem] = []
-    for order in store.orders_in_state(connection, OrderState.AWAITING_APPROVAL):
-        items.append(
-            AttentionItem(
-                AttentionKind.APPROVAL,
-                order.external_order_id,
-                order.created_at,
-                f"order for {order.external_property_id} waits for approval",
-                f"{order.state}@{order.updated_at.isoformat()}",
-                order.external_property_id,
-                order.external_order_id,
-            )
-        )
-    for order in store.orders_in_state(connection, OrderState.UNKNOWN):
-        items.append(
-            AttentionItem(
-                AttentionKind.UNKNOWN,
-                order.external_order_id,
-                order.updated_at,
-                _scrub(f"may exist at PlanOmatic: {order.last_error or 'outcome unknown'}"),
-                f"{order.state}@{order.updated_at.isoformat()}",
-                order.external_property_id,
-                order.external_order_id,
-            )
-        )
+    for kind in (AttentionKind.APPROVAL, AttentionKind.UNKNOWN):
+        if kind not in skip:
+            items.extend(PAGED[kind].read(connection, store.EVERYTHING))
     for order in store.rejected_orders(connection):
         items.append(
             AttentionItem(
@@ -99,18 +150,8 @@ def current_items(
                 home,
             )
         )
-    for row in store.quarantined_rows(connection):
-        row_home = None if row.row_key.startswith("#") else row.row_key
-        items.append(
-            AttentionItem(
-                AttentionKind.QUARANTINED,
-                row.row_key,
-                row.first_seen_at,
-                _scrub(f"column {row.column_name}: {row.reason}"),
-                row.row_hash,
-                row_home,
-            )
-        )
+    if AttentionKind.QUARANTINED not in skip:
+        items.extend(_quarantined(connection, store.EVERYTHING))
     refusal = store.api_key_refusal(connection)
     if refusal is not None:
         items.append(
@@ -200,6 +241,68 @@ def attention_list(
             continue
         shown.append(Listed(item, is_overdue(item, now, overrides), hidden))
     return shown
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionPage:
+    listed: list[Listed]  # the oldest `shown` items not silenced
+    total: int  # every item not silenced
+
+
+def attention_page(
+    engine: sa.Engine, settings: Settings, now: datetime, shown: int
+) -> AttentionPage:
+    """The start page: the oldest `shown` items not silenced, and how many there are in all,
+    the same as `attention_list` gives, without reading every item of the large kinds.
+
+    Of each kind in PAGED it reads the oldest `shown` + (its silences) items, which holds its
+    oldest `shown` unsilenced ones, and counts the rest; a silence of an item beyond that window
+    is looked up by name, so the total stays exact.
+    """
+    overrides = settings.notify.overdue_after_hours
+    with engine.connect() as connection:
+        quiet = store.silences(connection)
+        candidates: list[AttentionItem] = []
+        total = 0
+        for kind, paged in PAGED.items():
+            visible, count = _paged_items(connection, kind, paged, quiet, shown, now)
+            candidates.extend(visible)
+            total += count
+        rest = current_items(connection, settings, now, skip=frozenset(PAGED))
+    visible_rest = [i for i in rest if not _hidden(quiet.get(i.key), i, now)]
+    top = oldest_first([*candidates, *visible_rest])[:shown]
+    listed = [Listed(item, is_overdue(item, now, overrides), None) for item in top]
+    return AttentionPage(listed, total + len(visible_rest))
+
+
+def _hidden(silence: Silence | None, item: AttentionItem, now: datetime) -> bool:
+    return silence is not None and silence.hides(item, now)
+
+
+def _paged_items(
+    connection: sa.Connection,
+    kind: AttentionKind,
+    paged: _PagedKind,
+    quiet: Mapping[str, Silence],
+    shown: int,
+    now: datetime,
+) -> tuple[list[AttentionItem], int]:
+    """The kind's oldest visible items (at least `shown` of them when it has that many) and
+    how many of its items are visible in all."""
+    prefix = f"{kind.value}:"
+    silenced = [key.removeprefix(prefix) for key in quiet if key.startswith(prefix)]
+    limit = shown + len(silenced)
+    window = paged.read(connection, store.Window(limit=limit))
+    items = list(window)
+    count = len(window)
+    if len(window) == limit:  # there may be more: count them, and find the silenced ones
+        count = paged.count(connection)
+        inside = {item.subject for item in window}
+        beyond = [subject for subject in silenced if subject not in inside]
+        if beyond:
+            items += paged.read(connection, store.Window(only=beyond))
+    hidden = sum(1 for item in items if _hidden(quiet.get(item.key), item, now))
+    return [i for i in window if not _hidden(quiet.get(i.key), i, now)], count - hidden
 
 
 def silence_item(

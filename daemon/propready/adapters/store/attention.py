@@ -28,7 +28,7 @@ from propready.adapters.store.schema import (
 )
 from propready.core.attention import Silence
 from propready.core.audit_kinds import AuditKind
-from propready.core.orders import VENDOR_FINAL_STATUSES, OrderState
+from propready.core.orders import OPEN_AT_VENDOR_SQL, OrderState
 
 # Audit kinds that show an order moving at the vendor (lifecycle adds more with webhooks).
 PROGRESS_KINDS = (
@@ -117,11 +117,35 @@ def _note(row: sa.RowMapping) -> AuditNote:
     )
 
 
-def orders_in_state(connection: sa.Connection, state: OrderState) -> list[OrderRef]:
-    rows = connection.execute(
-        sa.select(*_ORDER_COLUMNS).where(orders.c.state == state.value).order_by(orders.c.id)
-    ).mappings()
-    return [_order(row) for row in rows]
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Which rows of a list to read: the first `limit` in the item's own order (oldest first,
+    then by name), or only those named in `only`; everything when both are None."""
+
+    limit: int | None = None
+    only: Sequence[str] | None = None
+
+
+EVERYTHING = Window()
+
+
+def orders_in_state(
+    connection: sa.Connection,
+    state: OrderState,
+    since: str = "created_at",
+    window: Window = EVERYTHING,
+) -> list[OrderRef]:
+    """Orders in `state`, oldest `since` (created_at or updated_at) first."""
+    query = sa.select(*_ORDER_COLUMNS).where(orders.c.state == state.value)
+    if window.only is not None:
+        query = query.where(orders.c.external_order_id.in_(list(window.only)))
+    query = query.order_by(orders.c[since], orders.c.external_order_id).limit(window.limit)
+    return [_order(row) for row in connection.execute(query).mappings().all()]
+
+
+def count_orders_in_state(connection: sa.Connection, state: OrderState) -> int:
+    query = sa.select(sa.func.count()).select_from(orders).where(orders.c.state == state.value)
+    return int(connection.execute(query).scalar_one())
 
 
 def _later_order_for_home(home: sa.ColumnElement[Any], after: sa.ColumnElement[Any]) -> Any:
@@ -131,14 +155,18 @@ def _later_order_for_home(home: sa.ColumnElement[Any], after: sa.ColumnElement[A
 
 def rejected_orders(connection: sa.Connection) -> list[OrderRef]:
     """Rejected orders whose home has not been ordered again since."""
-    rows = connection.execute(
-        sa.select(*_ORDER_COLUMNS)
-        .where(
-            orders.c.state == OrderState.REJECTED.value,
-            ~_later_order_for_home(orders.c.external_property_id, orders.c.created_at),
+    rows = (
+        connection.execute(
+            sa.select(*_ORDER_COLUMNS)
+            .where(
+                orders.c.state == OrderState.REJECTED.value,
+                ~_later_order_for_home(orders.c.external_property_id, orders.c.created_at),
+            )
+            .order_by(orders.c.id)
         )
-        .order_by(orders.c.id)
-    ).mappings()
+        .mappings()
+        .all()
+    )
     return [_order(row) for row in rows]
 
 
@@ -150,19 +178,27 @@ def not_plannable_homes(connection: sa.Connection) -> list[AuditNote]:
         .group_by(audit_log.c.external_property_id)
         .subquery()
     )
-    rows = connection.execute(
-        sa.select(audit_log)
-        .join(latest, audit_log.c.id == latest.c.id)
-        .where(~_later_order_for_home(audit_log.c.external_property_id, audit_log.c.at))
-        .order_by(audit_log.c.id)
-    ).mappings()
+    rows = (
+        connection.execute(
+            sa.select(audit_log)
+            .join(latest, audit_log.c.id == latest.c.id)
+            .where(~_later_order_for_home(audit_log.c.external_property_id, audit_log.c.at))
+            .order_by(audit_log.c.id)
+        )
+        .mappings()
+        .all()
+    )
     return [_note(row) for row in rows]
 
 
-def quarantined_rows(connection: sa.Connection) -> list[QuarantinedRow]:
-    rows = connection.execute(
-        sa.select(source_quarantine).order_by(source_quarantine.c.first_seen_at)
-    ).mappings()
+def quarantined_rows(
+    connection: sa.Connection, window: Window = EVERYTHING
+) -> list[QuarantinedRow]:
+    query = sa.select(source_quarantine)
+    if window.only is not None:
+        query = query.where(source_quarantine.c.row_key.in_(list(window.only)))
+    query = query.order_by(source_quarantine.c.first_seen_at, source_quarantine.c.row_key)
+    rows = connection.execute(query.limit(window.limit)).mappings().all()
     return [
         QuarantinedRow(
             row_key=str(row["row_key"]),
@@ -173,6 +209,12 @@ def quarantined_rows(connection: sa.Connection) -> list[QuarantinedRow]:
         )
         for row in rows
     ]
+
+
+def count_quarantined_rows(connection: sa.Connection) -> int:
+    return int(
+        connection.execute(sa.select(sa.func.count()).select_from(source_quarantine)).scalar_one()
+    )
 
 
 def api_key_refusal(connection: sa.Connection) -> AuditNote | None:
@@ -203,13 +245,9 @@ def stuck_orders(connection: sa.Connection, progress_before: datetime) -> list[S
     Progress is the latest audit row that shows the order moving (placed, a status change,
     delivered), else the order's own `updated_at`.
     """
-    open_at_vendor = sa.and_(
-        orders.c.state == OrderState.PLACED.value,
-        sa.or_(
-            orders.c.vendor_status.is_(None),
-            orders.c.vendor_status.not_in(list(VENDOR_FINAL_STATUSES)),
-        ),
-    )
+    # The partial index's own predicate, as constants: a mature portfolio's placed orders are
+    # mostly completed, and the index holds only the open ones (migration 0016).
+    open_at_vendor = sa.text(OPEN_AT_VENDOR_SQL)
     progress = (
         sa.select(audit_log.c.order_id, sa.func.max(audit_log.c.at).label("last"))
         .where(
@@ -220,12 +258,16 @@ def stuck_orders(connection: sa.Connection, progress_before: datetime) -> list[S
         .subquery()
     )
     last = sa.func.coalesce(progress.c.last, orders.c.updated_at, type_=UtcDateTime)
-    rows = connection.execute(
-        sa.select(*_ORDER_COLUMNS, last.label("last_progress"))
-        .select_from(orders.outerjoin(progress, progress.c.order_id == orders.c.id))
-        .where(open_at_vendor, last < sa.literal(progress_before, UtcDateTime))
-        .order_by(orders.c.id)
-    ).mappings()
+    rows = (
+        connection.execute(
+            sa.select(*_ORDER_COLUMNS, last.label("last_progress"))
+            .select_from(orders.outerjoin(progress, progress.c.order_id == orders.c.id))
+            .where(open_at_vendor, last < sa.literal(progress_before, UtcDateTime))
+            .order_by(orders.c.id)
+        )
+        .mappings()
+        .all()
+    )
     return [StuckOrder(_order(row), row["last_progress"]) for row in rows]
 
 
@@ -240,12 +282,16 @@ def _latest_per_order(
         .group_by(audit_log.c.order_id)
         .subquery()
     )
-    rows = connection.execute(
-        sa.select(audit_log)
-        .join(latest, audit_log.c.id == latest.c.id)
-        .where(*also)
-        .order_by(audit_log.c.id)
-    ).mappings()
+    rows = (
+        connection.execute(
+            sa.select(audit_log)
+            .join(latest, audit_log.c.id == latest.c.id)
+            .where(*also)
+            .order_by(audit_log.c.id)
+        )
+        .mappings()
+        .all()
+    )
     return [_note(row) for row in rows]
 
 

@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
+from propready.core.orders import OPEN_AT_VENDOR_SQL
+
 metadata = sa.MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -168,6 +170,13 @@ orders = sa.Table(
     # the console's deliveries page: newest delivery first, by entity (migration 0015)
     sa.Index(None, "delivered_at", "id"),
     sa.Index(None, "billing_entity_slug", "delivered_at", "id"),
+    # placed orders still open at the vendor, for the stuck-order check (migration 0016)
+    sa.Index(
+        "ix_orders_open_at_vendor",
+        "id",
+        postgresql_where=sa.text(OPEN_AT_VENDOR_SQL),
+        sqlite_where=sa.text(OPEN_AT_VENDOR_SQL),
+    ),
     # Not declared here because alembic cannot compare them: on PostgreSQL the exclusion
     # constraint ex_orders_duplicate_window (btree_gist), on SQLite the trigger
     # orders_duplicate_window; both created by migration 0002.
