@@ -218,7 +218,7 @@ def console_deps(settings: Settings, state: sa.Engine) -> ConsoleDeps:
     from propready.adapters.source import query_columns
     from propready.adapters.store.deliverables import deliverables_for
     from propready.console.deps import ConsoleDeps
-    from propready.service.rules_diff import RulesDiff, rules_diff
+    from propready.service.rules_diff import RulesDiff, compare_homes, rules_diff
 
     @contextmanager
     def vendor() -> Iterator[PlanomaticClient | None]:
@@ -244,13 +244,10 @@ def console_deps(settings: Settings, state: sa.Engine) -> ConsoleDeps:
             live, catalog = rules()
             fields = frozenset(query_columns(source, settings.source.query))
             candidate = parse_rule_files(sources, catalog, fields)
+            compared = compare_homes(settings, source, live, catalog, candidate, utc_now())
             return rules_diff(
-                settings,
-                source,
-                live,
-                catalog,
-                candidate,
-                utc_now(),
+                compared,
+                (live.version, candidate.version),
                 keep=COMPARE_KEEP,
                 time_limit=COMPARE_SECONDS,
             )

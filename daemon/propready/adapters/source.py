@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,6 +40,7 @@ class SourceUnavailable(RuntimeError):
 
 
 FINGERPRINT_COLUMN = "propready_fingerprint"
+_FINGERPRINT, _VALUES = itemgetter(0), itemgetter(slice(1, None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +154,10 @@ def stream_batches(
             cursor.execute(str(compiled), arguments)
             columns = tuple(d[0] for d in cursor.description)
             while rows := cursor.fetchmany(batch_size):
-                if is_postgresql:
-                    yield SourceBatch(columns[1:], [r[1:] for r in rows], [r[0] for r in rows])
+                if is_postgresql:  # the fingerprint first, then the operator's columns
+                    yield SourceBatch(
+                        columns[1:], list(map(_VALUES, rows)), list(map(_FINGERPRINT, rows))
+                    )
                 else:
                     yield SourceBatch(columns, rows)
         finally:

@@ -48,6 +48,7 @@ from propready.core.triggers import (
     TriggerMemory,
     TriggerUpdate,
     detect_edges,
+    json_keys,
     triggers_to_reevaluate,
 )
 
@@ -295,6 +296,7 @@ class _RowPlanner:
         self.held = memory.held
         self.now = now
         self.analysis = scope.rules.analysis
+        self.memory_keys = json_keys(self.analysis.names)
         self.evaluator = memory.evaluator_at(scope.rules, now, scope.zone)
         # Most rows of a poll are unchanged and need nothing at all: decided inline.
         self.quick_skip = not self.analysis.change_based and not (
@@ -323,7 +325,7 @@ class _RowPlanner:
             self.plan.releases.extend(self.memory.held_repeats(property_id))
         previous = stored.get(property_id)
         if previous is not None and previous.row_hash == row.digest:
-            if self.quick_skip and previous.remembers_all(self.analysis.names):
+            if self.quick_skip and previous.remembers_keys(self.memory_keys):
                 self.plan.unchanged += 1
             else:
                 self._isolated(property_id, row, self._reevaluate_unchanged, previous)

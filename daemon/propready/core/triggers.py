@@ -8,7 +8,7 @@ recorded as true and waits to fall and rise again). A condition that falls re-ar
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -60,9 +60,20 @@ class StoredProperty:
             self._decoded = decode_memory(json.loads(self.triggers_json))
         return self._decoded
 
-    def remembers_all(self, names: frozenset[str]) -> bool:
+    def remembers_all(self, names: Collection[str]) -> bool:
         """Whether every trigger in `names` has a memory (a JSON key), without decoding."""
-        return all(f'"{name}"' in self.triggers_json for name in names)
+        return self.remembers_keys(json_keys(names))
+
+    def remembers_keys(self, keys: tuple[str, ...]) -> bool:
+        """`remembers_all` with the names already written as JSON keys (`json_keys`): the poll
+        asks it of every unchanged row, with the same names."""
+        memory = self.triggers_json
+        return all(key in memory for key in keys)
+
+
+def json_keys(names: Collection[str]) -> tuple[str, ...]:
+    """Trigger names as they stand as keys in a stored memory's JSON text."""
+    return tuple(f'"{name}"' for name in names)
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,36 +47,40 @@ def _scrub(text: str | None) -> str:
     return REDACTOR.scrub_text(" ".join((text or "").split()))[:300]
 
 
-def _approvals(connection: sa.Connection, window: store.Window) -> list[AttentionItem]:
-    return [
-        AttentionItem(
-            AttentionKind.APPROVAL,
-            order.external_order_id,
-            order.created_at,
-            f"order for {order.external_property_id} waits for approval",
-            f"{order.state}@{order.updated_at.isoformat()}",
-            order.external_property_id,
-            order.external_order_id,
-        )
-        for order in store.orders_in_state(
-            connection, OrderState.AWAITING_APPROVAL, "created_at", window
-        )
-    ]
+def _waiting_orders(
+    kind: AttentionKind, state: OrderState, since: str, what: Callable[[store.OrderRef], str]
+) -> Callable[[sa.Connection, store.Window], list[AttentionItem]]:
+    """Items of orders in `state`, waiting since their `since` (created_at or updated_at)."""
+
+    def read(connection: sa.Connection, window: store.Window) -> list[AttentionItem]:
+        return [
+            AttentionItem(
+                kind,
+                order.external_order_id,
+                getattr(order, since),
+                what(order),
+                f"{order.state}@{order.updated_at.isoformat()}",
+                order.external_property_id,
+                order.external_order_id,
+            )
+            for order in store.orders_in_state(connection, state, since, window)
+        ]
+
+    return read
 
 
-def _unknowns(connection: sa.Connection, window: store.Window) -> list[AttentionItem]:
-    return [
-        AttentionItem(
-            AttentionKind.UNKNOWN,
-            order.external_order_id,
-            order.updated_at,
-            _scrub(f"may exist at PlanOmatic: {order.last_error or 'outcome unknown'}"),
-            f"{order.state}@{order.updated_at.isoformat()}",
-            order.external_property_id,
-            order.external_order_id,
-        )
-        for order in store.orders_in_state(connection, OrderState.UNKNOWN, "updated_at", window)
-    ]
+_approvals = _waiting_orders(
+    AttentionKind.APPROVAL,
+    OrderState.AWAITING_APPROVAL,
+    "created_at",
+    lambda order: f"order for {order.external_property_id} waits for approval",
+)
+_unknowns = _waiting_orders(
+    AttentionKind.UNKNOWN,
+    OrderState.UNKNOWN,
+    "updated_at",
+    lambda order: _scrub(f"may exist at PlanOmatic: {order.last_error or 'outcome unknown'}"),
+)
 
 
 def _quarantined(connection: sa.Connection, window: store.Window) -> list[AttentionItem]:

@@ -88,31 +88,33 @@ class RulesDiff:
 
 
 def rules_diff(
-    settings: Settings,
-    source: sa.Engine,
-    live: RuleSet,
-    catalog: Catalog,
-    candidate: RuleSet,
-    now: datetime,
+    compared: Iterator[Compared | RowProblem],
+    versions: tuple[str, str],
     *,
     keep: int,
     time_limit: float,
     clock: Callable[[], float] = time.monotonic,
 ) -> RulesDiff:
-    """The comparison as one bounded answer (a web page): at most `keep` changed homes listed,
-    and at most `time_limit` seconds of reading (then `stopped_early`, with what was compared)."""
-    diff = RulesDiff(live.version, candidate.version)
+    """`compare_homes`' answers (live and candidate `versions`) as one bounded answer for a web
+    page: at most `keep` changed homes listed, and at most `time_limit` seconds of reading
+    (then `stopped_early`, with what was compared)."""
+    diff = RulesDiff(*versions)
     deadline = clock() + time_limit
-    for item in compare_homes(settings, source, live, catalog, candidate, now):
-        if isinstance(item, RowProblem):
-            diff.unreadable += 1
-        else:
-            diff.homes += 1
-            if item.change is not None:
-                diff.changed += 1
-                if len(diff.rows) < keep:
-                    diff.rows.append(item.row())
-        if clock() > deadline:
-            diff.stopped_early = True
-            break
+    try:
+        for item in compared:
+            if isinstance(item, RowProblem):
+                diff.unreadable += 1
+            else:
+                diff.homes += 1
+                if item.change is not None:
+                    diff.changed += 1
+                    if len(diff.rows) < keep:
+                        diff.rows.append(item.row())
+            if clock() > deadline:
+                diff.stopped_early = True
+                break
+    finally:
+        close = getattr(compared, "close", None)
+        if close is not None:
+            close()  # ends the source's read now, not when the generator is collected
     return diff
