@@ -72,9 +72,8 @@ def source_rows(
     typer: RowTyper, values: Sequence[Sequence[Any]], digests: Sequence[str]
 ) -> list[SourceRow]:
     """A batch as the planner takes it: each row with its fingerprint and id, read once."""
-    if len(values) != len(digests):
-        raise ValueError(f"{len(values)} rows but {len(digests)} fingerprints")
-    return list(map(SourceRow, values, digests, map(typer.property_id, values)))
+    ids = map(typer.property_id, values)
+    return list(map(SourceRow._make, zip(values, digests, ids, strict=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,10 +248,35 @@ def plan_batch(
     # Ids with rows held as repeated, read once per batch: looking them up per row would scan
     # every held key for every row, a cost that grows with the number of hostile rows held.
     # (Rows of this batch held as repeated belong to ambiguous ids, which never reach a release.)
-    row_plan.repeated = repeated_ids(memory.held)
+    row_plan.repeated = repeated = repeated_ids(memory.held)
+    # The common case inline (most rows of a full pass): an unchanged row whose trigger memory
+    # is complete, of an id read once, not held and with no open readiness; exactly what
+    # `take` decides for it (unchanged), without a call and a dozen attribute reads per row.
+    quick, keys = row_plan.quick_skip, row_plan.memory_keys
+    seen, ambiguous, open_events = memory.seen, memory.ambiguous, memory.open_events
+    unchanged = 0
     for index, row in enumerate(rows):
+        pid = row.identity
+        if (
+            quick
+            and type(pid) is str
+            and pid not in seen
+            and pid not in ambiguous
+            and pid not in repeated
+            and pid not in open_events
+        ):
+            previous = stored.get(pid)
+            if (
+                previous is not None
+                and previous.row_hash == row.digest
+                and previous.remembers_keys(keys)
+            ):
+                seen.add(pid)
+                unchanged += 1
+                continue
         row_plan.index, row_plan.digest = index, row.digest
         row_plan.take(row, stored)
+    plan.unchanged += unchanged
     for property_id in plan.releases:
         memory.held.pop(property_id, None)
     return plan
