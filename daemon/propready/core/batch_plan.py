@@ -95,6 +95,14 @@ class PollScope:
     def basis(self, row_hash: str) -> str:
         return plan_basis(row_hash, self.rules.version, self.config_fingerprint)
 
+    @property
+    def quick_skip(self) -> bool:
+        """Whether an unchanged row whose memory holds every trigger needs nothing at all: no
+        trigger can move without its row (none is time-based on a full pass, none reads
+        changes that must fall back)."""
+        analysis = self.rules.analysis
+        return not analysis.change_based and not (self.full_pass and analysis.time_based)
+
 
 @dataclass
 class PollMemory:
@@ -323,9 +331,7 @@ class _RowPlanner:
         self.memory_keys = json_keys(self.analysis.names)
         self.evaluator = memory.evaluator_at(scope.rules, now, scope.zone)
         # Most rows of a poll are unchanged and need nothing at all: decided inline.
-        self.quick_skip = not self.analysis.change_based and not (
-            scope.full_pass and self.analysis.time_based
-        )
+        self.quick_skip = scope.quick_skip
 
     def take(self, row: SourceRow, stored: Mapping[str, StoredProperty]) -> None:
         index = self.scope.cursor_index

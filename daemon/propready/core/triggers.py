@@ -44,18 +44,28 @@ class StoredProperty:
     memory; decoding JSON for a million rows is wasted work.
     """
 
-    __slots__ = ("_decoded", "facts", "row_hash", "triggers_json")
+    __slots__ = ("_decoded", "complete", "facts", "row_hash", "triggers_json")
 
     def __init__(
-        self, row_hash: str, triggers_json: str | None, facts: Mapping[str, Any] | None = None
+        self,
+        row_hash: str,
+        triggers_json: str | None,
+        facts: Mapping[str, Any] | None = None,
+        *,
+        complete: bool | None = None,
     ) -> None:
         self.row_hash = row_hash
         self.triggers_json = triggers_json or "{}"
         self.facts = facts
+        # Set instead of the memory when the database answered only "does it hold every
+        # trigger" (`load_properties(..., complete_keys=...)`): enough for an unchanged row.
+        self.complete = complete
         self._decoded: dict[str, TriggerMemory] | None = None
 
     @property
     def triggers(self) -> dict[str, TriggerMemory]:
+        if self.complete is not None:
+            raise RuntimeError("only the fingerprint was loaded, not the trigger memory")
         if self._decoded is None:
             self._decoded = decode_memory(json.loads(self.triggers_json))
         return self._decoded
@@ -67,6 +77,8 @@ class StoredProperty:
     def remembers_keys(self, keys: tuple[str, ...]) -> bool:
         """`remembers_all` with the names already written as JSON keys (`json_keys`): the poll
         asks it of every unchanged row, with the same names."""
+        if self.complete is not None:
+            return self.complete
         memory = self.triggers_json
         return all(key in memory for key in keys)
 

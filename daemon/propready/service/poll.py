@@ -256,15 +256,27 @@ class _PollRun:
         ids = row_identity(rows, self.memory.seen)
         wanted = [i for i in ids if i is not None]
         remembered = scope.rules.analysis.remembered
-        stored = properties.load_properties(connection, wanted, with_facts=False)
-        if remembered is None or remembered:
-            # `previous` is read only for rows that changed: load their facts, not everyone's.
-            changed = [
-                pid
-                for pid, row in zip(ids, rows, strict=True)
-                if pid is not None and (pid not in stored or stored[pid].row_hash != row.digest)
-            ]
-            stored.update(properties.load_properties(connection, changed, with_facts=True))
+        # When an unchanged row needs nothing (scope.quick_skip), its fingerprint and whether
+        # its memory is complete are all there is to read; rows that changed, or whose memory
+        # misses a trigger, are then read again whole, with their facts when a rule reads
+        # `previous` (for those rows only, not everyone's).
+        keys = scope.rules.analysis.names if scope.quick_skip else None
+        stored = properties.load_properties(
+            connection, wanted, with_facts=False, complete_keys=keys
+        )
+        with_facts = remembered is None or bool(remembered)
+        again = [
+            pid
+            for pid, row in zip(ids, rows, strict=True)
+            if pid is not None
+            and pid in stored
+            and (
+                stored[pid].row_hash != row.digest
+                or (stored[pid].complete is not None and not stored[pid].complete)
+            )
+        ]
+        if again and (with_facts or keys is not None):
+            stored.update(properties.load_properties(connection, again, with_facts=with_facts))
         return stored
 
     def _advance_cursor(self, connection: sa.Connection) -> None:

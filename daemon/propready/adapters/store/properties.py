@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -42,13 +42,22 @@ def _id_filter(connection: sa.Connection, property_ids: Sequence[str]) -> sa.Col
 
 
 def load_properties(
-    connection: sa.Connection, property_ids: Sequence[str], *, with_facts: bool
+    connection: sa.Connection,
+    property_ids: Sequence[str],
+    *,
+    with_facts: bool,
+    complete_keys: Collection[str] | None = None,
 ) -> dict[str, StoredProperty]:
-    """Stored state for a batch of ids; an id missing from the result was never seen."""
+    """Stored state for a batch of ids; an id missing from the result was never seen.
+
+    With `complete_keys` (trigger names), PostgreSQL answers per id only its fingerprint and
+    whether its memory holds every one of them (`StoredProperty.complete`), not the memory
+    itself: all a poll needs of an unchanged row. Elsewhere the memory comes as usual.
+    """
     if not property_ids:
         return {}
     if connection.dialect.name == "postgresql" and not with_facts:
-        return _load_fingerprints_postgresql(connection, property_ids)
+        return _load_fingerprints_postgresql(connection, property_ids, complete_keys)
     columns: list[sa.ColumnElement[Any]] = [
         property_state.c.external_property_id,
         property_state.c.row_hash,
@@ -61,7 +70,9 @@ def load_properties(
 
 
 def _load_fingerprints_postgresql(
-    connection: sa.Connection, property_ids: Sequence[str]
+    connection: sa.Connection,
+    property_ids: Sequence[str],
+    complete_keys: Collection[str] | None,
 ) -> dict[str, StoredProperty]:
     # The hot path of every poll (a lookup per batch of 5,000 rows): through the driver's own
     # cursor, which costs a fraction of SQLAlchemy's per-row result processing.
@@ -76,6 +87,16 @@ def _load_fingerprints_postgresql(
     if joined.count("\n") != len(property_ids) - 1:
         where, argument = "ANY(%s)", list(property_ids)
     try:
+        if complete_keys is not None:
+            cursor.execute(
+                "SELECT external_property_id, row_hash, triggers ?& %s FROM property_state "
+                f"WHERE external_property_id = {where}",
+                (list(complete_keys), argument),
+            )
+            return {
+                pid: StoredProperty(row_hash, None, complete=complete)
+                for pid, row_hash, complete in cursor.fetchall()
+            }
         cursor.execute(
             "SELECT external_property_id, row_hash, triggers::text FROM property_state "
             f"WHERE external_property_id = {where}",
