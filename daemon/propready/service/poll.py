@@ -216,9 +216,16 @@ class _PollRun:
         self, batches: Iterator[SourceBatch]
     ) -> Iterator[tuple[PollScope, list[SourceRow], dict[str, Any]]]:
         # One state connection for the whole pass, one short read transaction per batch.
-        with reader(self.components.state) as connection:
-            for batch in batches:
-                yield self._prepare(connection, batch)
+        try:
+            with reader(self.components.state) as connection:
+                for batch in batches:
+                    yield self._prepare(connection, batch)
+        finally:
+            # Stopped early (the daemon stopping, an error): end the stream's thread and its
+            # read now, not when this generator happens to be collected.
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
 
     def _prepare(
         self, connection: sa.Connection, batch: SourceBatch, scope: PollScope | None = None
