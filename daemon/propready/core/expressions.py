@@ -411,6 +411,9 @@ class EvaluationScope:
                 return self._execute_flat(expression), None
             except Exception:  # noqa: BLE001, S110 - the map form below gives CEL's own error
                 pass  # a missing fact is an unknown variable here, `no such key` there
+        return self._evaluate_map(expression)
+
+    def _evaluate_map(self, expression: Expression) -> tuple[Any, str | None]:
         try:
             return expression.program.execute(self._map_context()), None
         except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as exc:
@@ -426,15 +429,16 @@ class EvaluationScope:
     def is_true(self, expression: Expression) -> tuple[bool, str | None]:
         if expression.flat is not None and not self._oversized:
             # The usual case, without `evaluate`'s steps: a rule set runs this for every rule
-            # of every home that changed.
+            # of every home that changed. When the flat form fails (a null, a missing fact),
+            # the map form answers at once, with CEL's own error, without a second flat try.
             try:
                 value = self._execute_flat(expression)
-            except Exception:  # noqa: BLE001, S110 - `evaluate` gives the map form's error
-                pass
+            except Exception:  # noqa: BLE001 - the map form gives CEL's own error
+                value, error = self._evaluate_map(expression)
             else:
-                if value is True or value is False:
-                    return value, None
-        value, error = self.evaluate(expression)
+                error = None
+        else:
+            value, error = self.evaluate(expression)
         if error is not None:
             return False, error
         if not isinstance(value, bool):
